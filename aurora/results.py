@@ -1,0 +1,95 @@
+"""Result files with provenance: ``data/results/<name>/`` holds tidy tables plus ``provenance.json``.
+
+Every experiment entry point (``python -m aurora.experiments.<name>``) writes through :func:`write_results`,
+and every chapter reads through :func:`read_results`, so a number in the book can be traced to the
+command, config, commit, device and time that produced it.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+__all__ = ["RESULTS_DIR", "provenance", "write_results", "read_results", "read_provenance"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "data" / "results"
+
+
+def _git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _device_description(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(torch.device(device))} (CUDA {torch.version.cuda})"
+    return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
+def provenance(config: Mapping[str, Any], device: str = "cpu", wall_time_s: float | None = None) -> dict[str, Any]:
+    """Where a result came from: command, config, git commit, device, library versions, time."""
+    import transformers
+
+    return {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "config": dict(config),
+        "git_commit": _git_commit(),
+        "device": device,
+        "device_description": _device_description(device),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": wall_time_s,
+    }
+
+
+def write_results(
+    name: str,
+    tables: Mapping[str, Iterable[Mapping[str, Any]]],
+    config: Mapping[str, Any],
+    device: str = "cpu",
+    wall_time_s: float | None = None,
+    results_dir: Path | None = None,
+) -> Path:
+    """Write each table as ``<table>.csv`` and the provenance as ``provenance.json`` under ``<results_dir>/<name>/``."""
+    folder = (results_dir or RESULTS_DIR) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for table, rows in tables.items():
+        rows = [dict(row) for row in rows]
+        if not rows:
+            raise ValueError(f"table {table!r} of result {name!r} has no rows")
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        with open(folder / f"{table}.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    (folder / "provenance.json").write_text(json.dumps(provenance(config, device, wall_time_s), indent=2) + "\n")
+    return folder
+
+
+def read_results(name: str, table: str, results_dir: Path | None = None):
+    """The table ``<name>/<table>.csv`` as a pandas DataFrame; ``FileNotFoundError`` names the command to run."""
+    import pandas as pd
+
+    path = (results_dir or RESULTS_DIR) / name / f"{table}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; produce it with `python -m aurora.experiments.{name}`")
+    return pd.read_csv(path)
+
+
+def read_provenance(name: str, results_dir: Path | None = None) -> dict[str, Any]:
+    return json.loads(((results_dir or RESULTS_DIR) / name / "provenance.json").read_text())
