@@ -1,0 +1,28 @@
+# aurora-book: `make test` is what CI runs (.ci/run). Every target first runs the idempotent setup.
+VENV_PYTHON := .venv/bin/python
+
+.PHONY: help setup setup-book setup-browser test book book-full
+
+help:
+	@echo "make setup      .venv with pinned packages, offline model and data (scripts/setup.sh)"
+	@echo "make test       setup + npm packages + chromium, then the test suite"
+	@echo "make book       setup, then build the book in quick mode (minutes on 2 CPU cores)"
+	@echo "make book-full  setup, then build the book in full mode (hub models and data; GPU)"
+
+setup:
+	bash scripts/setup.sh
+
+setup-book:
+	bash scripts/setup.sh --npm
+
+setup-browser:
+	bash scripts/setup.sh --browser
+
+test: setup-browser
+	$(VENV_PYTHON) -m pytest -q
+
+book: setup-book
+	$(VENV_PYTHON) scripts/build_book.py --quick
+
+book-full: setup-book
+	$(VENV_PYTHON) scripts/build_book.py --full
