@@ -1,0 +1,421 @@
+"""Build the executable book: run every chapter with papermill, then render it with Jupyter Book.
+
+    python scripts/build_book.py                 # quick mode, all chapters in _toc.yml
+    python scripts/build_book.py --full          # full mode (long: real fine-tuning runs)
+    python scripts/build_book.py --chapters anl_explorer intro --jobs 2
+
+Steps (see book/README.md):
+1. each chapter ``book/<name>.md`` (a MyST-markdown notebook) is converted with jupytext to
+   ``build/executed/<name>.source.ipynb`` and executed by papermill into
+   ``build/executed/<name>.ipynb`` with ``-p quick True|False`` (and ``-p device ...`` if given),
+   in ``book/`` as working directory and with ``AURORA_BOOK_STATIC=1`` in the environment;
+   a raising cell fails the build with a message naming the chapter, the cell and the log;
+2. the executed notebooks, ``_config.yml``, ``_toc.yml``, the non-chapter files of ``book/`` and the
+   JavaScript vendored from ``node_modules/`` (widget renderer, RequireJS, MathJax) are staged in
+   ``_build/stage``;
+3. ``jupyter-book build -W --keep-going`` renders the stage (notebooks are not executed again),
+   so any Sphinx warning fails the build; the HTML lands in ``_build/html``.
+
+With ``--chapters``, chapters not selected reuse their executed notebook from an earlier run if one
+exists and are left out of this HTML build (with a note) if not. The root chapter is always included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import yaml
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_FILE = REPO / "_config.yml"
+TOC_FILE = REPO / "_toc.yml"
+BOOK_DIR = REPO / "book"
+NODE_MODULES = REPO / "node_modules"
+STATIC_BUILD_ENV = "AURORA_BOOK_STATIC"  # same name as aurora.widgets.STATIC_BUILD_ENV
+VENDOR_SUBDIR = Path("book/_static/vendor")
+
+# (source under node_modules, destination under book/_static/vendor, what it is for)
+VENDORED_FILES: list[tuple[str, str, str]] = [
+    ("requirejs/require.js", "require.js", "module loader the widget renderer needs"),
+    ("@jupyter-widgets/html-manager/dist/embed-amd.js", "html-manager/embed-amd.js",
+     "ipywidgets renderer for static pages"),
+    ("mathjax/es5/tex-chtml.js", "mathjax/tex-chtml.js", "MathJax 3 (Sphinx math)"),
+]
+# folders copied whole: fonts and lazily loaded components of the files above
+VENDORED_DIRS: list[tuple[str, str]] = [
+    ("mathjax/es5/input/tex/extensions", "mathjax/input/tex/extensions"),
+    ("mathjax/es5/output/chtml", "mathjax/output/chtml"),
+    ("mathjax/es5/ui", "mathjax/ui"),
+    ("mathjax/es5/a11y", "mathjax/a11y"),
+]
+HTML_MANAGER_FONT_SUFFIXES = (".woff", ".woff2", ".ttf", ".eot", ".svg")
+
+
+class BuildError(RuntimeError):
+    """A step of the book build failed; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One chapter listed in ``_toc.yml``: ``entry`` is the toc path without suffix."""
+
+    entry: str
+
+    @property
+    def name(self) -> str:
+        return Path(self.entry).name
+
+    @property
+    def source(self) -> Path:
+        return REPO / f"{self.entry}.md"
+
+
+@dataclass
+class ExecutionResult:
+    chapter: Chapter
+    seconds: float
+    returncode: int
+    log: Path
+
+
+def toc_entries(toc: dict) -> list[str]:
+    """All ``file:`` entries of a jb-book toc, root first, in reading order."""
+    entries = [toc["root"]]
+
+    def walk(items: list[dict]) -> None:
+        for item in items:
+            if "file" in item:
+                entries.append(item["file"])
+            for key in ("chapters", "sections"):
+                walk(item.get(key, []))
+            for part in item.get("parts", []):
+                walk(part.get("chapters", []))
+
+    walk(toc.get("chapters", []))
+    for part in toc.get("parts", []):
+        walk(part.get("chapters", []))
+    return [str(Path(entry).with_suffix("")) if entry.endswith((".md", ".ipynb")) else entry
+            for entry in entries]
+
+
+def load_toc(path: Path = TOC_FILE) -> dict:
+    toc = yaml.safe_load(path.read_text())
+    if not isinstance(toc, dict) or toc.get("format") != "jb-book" or "root" not in toc:
+        raise BuildError(f"{path} must be a jb-book toc with a 'root' entry")
+    return toc
+
+
+def chapters_in_toc(toc: dict) -> list[Chapter]:
+    chapters = [Chapter(entry) for entry in toc_entries(toc)]
+    missing = [str(chapter.source.relative_to(REPO)) for chapter in chapters if not chapter.source.exists()]
+    if missing:
+        raise BuildError(f"_toc.yml lists chapters without a source file: {', '.join(missing)}")
+    return chapters
+
+
+def select_chapters(chapters: list[Chapter], requested: list[str] | None) -> list[Chapter]:
+    """Chapters named by ``requested`` (names like ``anl_explorer`` or paths like ``book/x.md``)."""
+    if not requested:
+        return chapters
+    by_name = {chapter.name: chapter for chapter in chapters}
+    selected = []
+    for request in requested:
+        name = Path(request).with_suffix("").name
+        if name not in by_name:
+            raise BuildError(
+                f"--chapters: unknown chapter {request!r}; chapters in _toc.yml: {', '.join(by_name)}"
+            )
+        if by_name[name] not in selected:
+            selected.append(by_name[name])
+    return selected
+
+
+def convert_to_notebook(chapter: Chapter, executed_dir: Path) -> Path:
+    """jupytext: ``book/<name>.md`` → ``<executed_dir>/<name>.source.ipynb``."""
+    import jupytext
+
+    notebook = jupytext.read(chapter.source)
+    has_parameters = any(
+        "parameters" in cell.metadata.get("tags", []) for cell in notebook.cells if cell.cell_type == "code"
+    )
+    if not has_parameters:
+        raise BuildError(
+            f"chapter {chapter.name!r} ({chapter.source.relative_to(REPO)}) has no code cell tagged "
+            "'parameters' (it must define at least quick = True and device = \"cpu\")"
+        )
+    target = executed_dir / f"{chapter.name}.source.ipynb"
+    jupytext.write(notebook, target, fmt="ipynb")
+    return target
+
+
+def _pump(stream: IO[bytes], log: IO[bytes], echo: bool) -> None:
+    for chunk in iter(lambda: stream.read1(4096), b""):  # type: ignore[attr-defined]
+        log.write(chunk)
+        log.flush()
+        if echo:
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.buffer.flush()
+
+
+def execute_chapter(
+    chapter: Chapter, executed_dir: Path, quick: bool, device: str | None, kernel: str, echo: bool
+) -> ExecutionResult:
+    """Run papermill on one chapter (in a subprocess of this interpreter, so the kernel uses it)."""
+    source = convert_to_notebook(chapter, executed_dir)
+    output = executed_dir / f"{chapter.name}.ipynb"
+    log_path = executed_dir / f"{chapter.name}.log"
+    command = [
+        sys.executable, "-m", "papermill", str(source), str(output),
+        "--cwd", str(chapter.source.parent), "--kernel", kernel, "--progress-bar",
+        "-p", "quick", str(quick),
+    ]
+    if device is not None:
+        command += ["-p", "device", device]
+    environment = dict(os.environ, **{STATIC_BUILD_ENV: "1", "PYTHONPATH": _pythonpath()})
+    started = time.perf_counter()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment)
+        assert process.stdout is not None
+        pump = threading.Thread(target=_pump, args=(process.stdout, log, echo))
+        pump.start()
+        returncode = process.wait()
+        pump.join()
+    return ExecutionResult(chapter, time.perf_counter() - started, returncode, log_path)
+
+
+def _pythonpath() -> str:
+    """The repository first, so chapters import this checkout's ``aurora`` package."""
+    existing = os.environ.get("PYTHONPATH")
+    return str(REPO) if not existing else os.pathsep.join([str(REPO), existing])
+
+
+def failure_message(result: ExecutionResult) -> str:
+    lines = result.log.read_text(errors="replace").replace("\r", "\n").splitlines()
+    tail = "\n".join(line for line in lines[-40:] if line.strip())
+    return (
+        f"chapter {result.chapter.name!r} ({result.chapter.source.relative_to(REPO)}) failed "
+        f"after {result.seconds:.1f} s (papermill exit {result.returncode}).\n"
+        f"--- last lines of {result.log} ---\n{tail}\n---\n"
+        f"The partially executed notebook is {result.log.with_suffix('.ipynb')}."
+    )
+
+
+def execute_chapters(
+    chapters: list[Chapter], executed_dir: Path, quick: bool, device: str | None, kernel: str, jobs: int
+) -> list[ExecutionResult]:
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    echo = jobs == 1
+    results: list[ExecutionResult] = []
+    with tqdm(total=len(chapters), desc="chapters", unit="chapter", file=sys.stdout) as progress:
+        def run(chapter: Chapter) -> ExecutionResult:
+            progress.write(f"executing {chapter.name} ({'quick' if quick else 'full'} mode)")
+            result = execute_chapter(chapter, executed_dir, quick, device, kernel, echo)
+            status = "ok" if result.returncode == 0 else "FAILED"
+            progress.write(f"{chapter.name}: {status} in {result.seconds:.1f} s")
+            progress.update(1)
+            return result
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(run, chapters))
+    return results
+
+
+def notebook_mode(path: Path) -> str | None:
+    """``"quick"``/``"full"`` from the papermill metadata of an executed notebook."""
+    metadata = json.loads(path.read_text()).get("metadata", {})
+    parameters = metadata.get("papermill", {}).get("parameters", {})
+    if "quick" not in parameters:
+        return None
+    return "quick" if parameters["quick"] in (True, "True") else "full"
+
+
+def vendor_javascript(static_dir: Path, node_modules: Path = NODE_MODULES) -> None:
+    """Copy the widget renderer, RequireJS and MathJax from ``node_modules`` (no CDN at view time)."""
+    required = {source.split("/")[0] if not source.startswith("@") else "/".join(source.split("/")[:2])
+                for source, _, _ in VENDORED_FILES}
+    missing = sorted(package for package in required if not (node_modules / package).is_dir())
+    if missing:
+        raise BuildError(
+            f"node_modules lacks {', '.join(missing)}: run `npm ci` in the repository root "
+            "(scripts/setup.sh does) before building the book"
+        )
+    vendor = static_dir / "vendor"
+    for source, destination, _ in VENDORED_FILES:
+        (vendor / destination).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(node_modules / source, vendor / destination)
+    for source, destination in VENDORED_DIRS:
+        shutil.copytree(node_modules / source, vendor / destination, dirs_exist_ok=True)
+    html_manager_dist = node_modules / "@jupyter-widgets/html-manager/dist"
+    for font in html_manager_dist.iterdir():
+        if font.suffix in HTML_MANAGER_FONT_SUFFIXES:
+            shutil.copy2(font, vendor / "html-manager" / font.name)
+
+
+def filtered_toc(toc: dict, keep: set[str]) -> dict:
+    """``toc`` without the chapters whose entry is not in ``keep`` (the root always stays)."""
+
+    def prune(items: list[dict]) -> list[dict]:
+        kept = []
+        for item in items:
+            item = dict(item)
+            for key in ("chapters", "sections"):
+                if key in item:
+                    item[key] = prune(item[key])
+                    if not item[key]:
+                        del item[key]
+            if "file" in item and str(Path(item["file"]).with_suffix("")) not in keep:
+                continue
+            kept.append(item)
+        return kept
+
+    pruned = dict(toc)
+    if "chapters" in pruned:
+        pruned["chapters"] = prune(pruned["chapters"])
+        if not pruned["chapters"]:
+            del pruned["chapters"]
+    if "parts" in pruned:
+        pruned["parts"] = [dict(part, chapters=prune(part.get("chapters", []))) for part in pruned["parts"]]
+        pruned["parts"] = [part for part in pruned["parts"] if part["chapters"]]
+    return pruned
+
+
+INJECTED_PARAMETERS_HEADER = "# Values this page was built with (injected by papermill, scripts/build_book.py)"
+
+
+def label_injected_parameters(notebook: dict) -> dict:
+    """Say in the rendered page that papermill's ``# Parameters`` cell holds the values actually used."""
+    for cell in notebook["cells"]:
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            cell["source"] = source.replace("# Parameters", INJECTED_PARAMETERS_HEADER, 1)
+    return notebook
+
+
+def stage_book(
+    toc: dict, chapters: list[Chapter], executed_dir: Path, stage_dir: Path, quick: bool
+) -> list[Chapter]:
+    """Assemble the Sphinx source tree; returns the chapters that made it into the stage."""
+    if stage_dir.exists():
+        shutil.rmtree(stage_dir)
+    chapter_sources = {chapter.source for chapter in chapters}
+    shutil.copytree(
+        BOOK_DIR, stage_dir / "book",
+        ignore=lambda folder, names: [
+            name for name in names
+            if Path(folder, name) in chapter_sources or name in {"__pycache__", ".ipynb_checkpoints"}
+        ],
+    )
+    staged = []
+    mode = "quick" if quick else "full"
+    for chapter in chapters:
+        executed = executed_dir / f"{chapter.name}.ipynb"
+        if not executed.exists():
+            print(f"note: {chapter.name} has no executed notebook yet; left out of this build")
+            continue
+        if notebook_mode(executed) != mode:
+            print(f"note: {chapter.name} reuses a {notebook_mode(executed)}-mode notebook from an earlier run")
+        if executed.stat().st_mtime < chapter.source.stat().st_mtime:
+            print(f"note: {chapter.name}: {chapter.source.name} changed after its notebook was executed")
+        target = stage_dir / f"{chapter.entry}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(label_injected_parameters(json.loads(executed.read_text())), indent=1))
+        staged.append(chapter)
+    root = toc_entries(toc)[0]
+    if root not in {chapter.entry for chapter in staged}:
+        raise BuildError(f"the root chapter {root!r} has no executed notebook")
+    (stage_dir / "_toc.yml").write_text(
+        yaml.safe_dump(filtered_toc(toc, {chapter.entry for chapter in staged}), sort_keys=False)
+    )
+    config = yaml.safe_load(CONFIG_FILE.read_text())
+    config.setdefault("execute", {})["execute_notebooks"] = "off"
+    (stage_dir / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    vendor_javascript(stage_dir / "book" / "_static")
+    return staged
+
+
+def build_html(stage_dir: Path, html_dir: Path) -> None:
+    """``jupyter-book build -W --keep-going``: any warning fails; result moved to ``html_dir``."""
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    command = [str(jupyter_book), "build", str(stage_dir), "-W", "--keep-going", "--path-output", str(stage_dir)]
+    print("rendering HTML:", " ".join(command[1:]))
+    completed = subprocess.run(command, cwd=stage_dir)
+    if completed.returncode != 0:
+        raise BuildError(
+            f"jupyter-book build failed (exit {completed.returncode}); its warnings are printed above. "
+            f"The staged sources are in {stage_dir}."
+        )
+    if html_dir.exists():
+        shutil.rmtree(html_dir)
+    html_dir.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(stage_dir / "_build" / "html"), str(html_dir))
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="quick", action="store_true", default=True,
+                      help="run chapters with quick = True (default; minutes on a laptop CPU)")
+    mode.add_argument("--full", dest="quick", action="store_false",
+                      help="run chapters with quick = False (the full experiments)")
+    parser.add_argument("--chapters", nargs="+", metavar="NAME",
+                        help="execute only these chapters (names from _toc.yml, e.g. anl_explorer)")
+    parser.add_argument("--jobs", type=int, default=1, help="chapters executed in parallel (default 1)")
+    parser.add_argument("--device", help="inject -p device DEVICE into every chapter (default: chapter's own)")
+    parser.add_argument("--kernel", default="python3", help="Jupyter kernel name for papermill (default python3)")
+    parser.add_argument("--executed-dir", type=Path, default=REPO / "build" / "executed",
+                        help="where executed notebooks and logs go (default build/executed)")
+    parser.add_argument("--output", type=Path, default=REPO / "_build",
+                        help="stage and HTML go to OUTPUT/stage and OUTPUT/html (default _build)")
+    parser.add_argument("--no-html", action="store_true", help="only execute the chapters")
+    arguments = parser.parse_args(argv)
+    if arguments.jobs < 1:
+        parser.error(f"--jobs must be a positive integer, got {arguments.jobs}")
+    return arguments
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    started = time.perf_counter()
+    try:
+        toc = load_toc()
+        chapters = chapters_in_toc(toc)
+        selected = select_chapters(chapters, arguments.chapters)
+        root = chapters[0]
+        executed_dir: Path = arguments.executed_dir.resolve()
+        if root not in selected and not (executed_dir / f"{root.name}.ipynb").exists():
+            selected.insert(0, root)
+        results = execute_chapters(
+            selected, executed_dir, arguments.quick, arguments.device, arguments.kernel, arguments.jobs
+        )
+        failures = [result for result in results if result.returncode != 0]
+        if failures:
+            for failure in failures:
+                print(f"\nBUILD FAILED: {failure_message(failure)}", file=sys.stderr)
+            raise BuildError(f"{len(failures)} chapter(s) failed: {', '.join(f.chapter.name for f in failures)}")
+        print("\n".join(f"  {result.chapter.name:<32} {result.seconds:7.1f} s" for result in results))
+        if not arguments.no_html:
+            output: Path = arguments.output.resolve()
+            staged = stage_book(toc, chapters, executed_dir, output / "stage", arguments.quick)
+            build_html(output / "stage", output / "html")
+            print(f"book with {len(staged)} chapter(s) in {output / 'html'}")
+    except BuildError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"total {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
