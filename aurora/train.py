@@ -1,0 +1,493 @@
+"""The fine-tuning runner: AdamW with adapter/head learning rates, linear warmup schedule, resumable.
+
+Follows the AuroRA paper's App. G (Tables 11 and 13): AdamW, a linear learning-rate schedule
+with warmup ratio 0.06, one learning rate and weight decay for the adapters and a separate pair
+for the fully trained head (``modules_to_save``); the metric is evaluated after every epoch and
+the best epoch is reported, as the paper's tables do. Explained in the chapter
+``book/text_classification.md``; :mod:`aurora.hf` is the same recipe through Hugging Face ``Trainer``.
+
+Batches are either dicts (Hugging Face style, with a ``"labels"`` entry; the rest is passed as
+``model(**inputs)``) or ``(inputs, labels)`` tuples (``model(inputs)``). The model returns logits
+(or an object with ``.logits``); the loss is cross-entropy, or mean squared error when the metric
+is ``"pearson"`` (regression, e.g. STS-B), computed here in fp32 so both batch styles agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .config import require_choice
+from .inject import adapter_layers
+
+__all__ = [
+    "METRICS",
+    "MIXED_PRECISION",
+    "TrainConfig",
+    "EpochRecord",
+    "FitResult",
+    "Callback",
+    "fit",
+    "evaluate",
+    "parameter_groups",
+    "linear_warmup_schedule",
+    "compute_metric",
+    "accuracy",
+    "matthews_correlation",
+    "pearson_correlation",
+    "binary_f1",
+    "CHECKPOINT_FILE",
+]
+
+METRICS = ("accuracy", "matthews", "pearson", "f1")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+CHECKPOINT_FILE = "checkpoint.pt"
+# Options that may change between an interrupted run and its resumption without changing the result.
+_RESUME_FREE_OPTIONS = ("device", "checkpoint_dir", "resume", "progress")
+
+
+@dataclass
+class TrainConfig:
+    """Options of :func:`fit`; defaults follow App. G of the AuroRA paper where it gives one."""
+
+    epochs: int = field(default=10, metadata={"help": "passes over the training set (Table 13: 10)"})
+    batch_size: int = field(default=32, metadata={"help": "used only when fit() is given a Dataset, not a DataLoader"})
+    lr: float = field(default=5e-3, metadata={"help": "adapter learning rate (Tables 11, 13)"})
+    head_lr: float | None = field(default=None, metadata={"help": "head (modules_to_save) learning rate; None: lr"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the adapters (Table 13)"})
+    head_weight_decay: float | None = field(default=None, metadata={"help": "weight decay of the head; None: weight_decay"})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps with linear warmup (Table 11: 0.06)"})
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the global gradient norm; None: no clipping"})
+    seed: int = field(default=0, metadata={"help": "seeds random, numpy and torch before training (App. G: 0)"})
+    device: str = field(default="cpu", metadata={"help": "'cpu', 'cuda' or 'cuda:N'"})
+    mixed_precision: str = field(
+        default="auto", metadata={"help": f"one of {MIXED_PRECISION}; 'auto': bf16 (else fp16) autocast on CUDA, none on CPU"}
+    )
+    metric: str = field(default="accuracy", metadata={"help": f"one of {METRICS} (Table 1: MCC for CoLA, PCC for STS-B)"})
+    checkpoint_dir: str | Path | None = field(default=None, metadata={"help": f"folder for {CHECKPOINT_FILE}, written every epoch"})
+    resume: bool = field(default=False, metadata={"help": "continue from checkpoint_dir's checkpoint if there is one"})
+    progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        for name in ("lr", "head_lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        for name in ("weight_decay", "head_weight_decay"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
+        require_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        require_choice("metric", self.metric, METRICS)
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.mixed_precision in ("bf16", "fp16") and self.device == "cpu":
+            raise ValueError(f"mixed_precision={self.mixed_precision!r} needs a CUDA device; use 'auto' or 'no' on CPU")
+        if self.resume and self.checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir")
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["checkpoint_dir"] = None if self.checkpoint_dir is None else str(self.checkpoint_dir)
+        return values
+
+
+@dataclass
+class EpochRecord:
+    """One row of the training history; ``epoch`` counts from 1, ``lr`` is the adapters' at the epoch's end."""
+
+    epoch: int
+    train_loss: float
+    eval_loss: float
+    metric: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the per-epoch history and the best epoch (the paper reports the best)."""
+
+    history: list[EpochRecord]
+    best_metric: float
+    best_epoch: int
+    wall_time_s: float
+    metric_name: str
+
+    @property
+    def final_metric(self) -> float:
+        return self.history[-1].metric
+
+
+class Callback(Protocol):
+    """Called with ``(epoch, model)`` after each epoch, and with epoch 0 before training starts."""
+
+    def on_epoch_end(self, epoch: int, model: nn.Module) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics (own implementations; tests compare them with scikit-learn and scipy)
+# ---------------------------------------------------------------------------------------------
+def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.asarray(predictions) == np.asarray(labels)))
+
+
+def matthews_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Matthews correlation coefficient (multiclass form of Gorodkin 2004); 0 when undefined."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    classes = np.union1d(predictions, labels)
+    confusion = np.zeros((classes.size, classes.size), dtype=np.float64)
+    np.add.at(confusion, (np.searchsorted(classes, labels), np.searchsorted(classes, predictions)), 1.0)
+    true_counts, predicted_counts = confusion.sum(axis=1), confusion.sum(axis=0)
+    correct, total = np.trace(confusion), confusion.sum()
+    numerator = correct * total - true_counts @ predicted_counts
+    denominator = math.sqrt((total**2 - predicted_counts @ predicted_counts) * (total**2 - true_counts @ true_counts))
+    return float(numerator / denominator) if denominator > 0 else 0.0
+
+
+def pearson_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Pearson's r of predictions and targets (STS-B's metric); 0 when either is constant."""
+    x = np.asarray(predictions, dtype=np.float64) - np.mean(predictions)
+    y = np.asarray(labels, dtype=np.float64) - np.mean(labels)
+    denominator = math.sqrt(float(x @ x) * float(y @ y))
+    return float(x @ y / denominator) if denominator > 0 else 0.0
+
+
+def binary_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """F1 of the positive class 1 (MRPC's second metric); 0 when there are no true or predicted positives."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    true_positive = float(np.sum((predictions == 1) & (labels == 1)))
+    denominator = float(np.sum(predictions == 1) + np.sum(labels == 1))
+    return 2.0 * true_positive / denominator if denominator > 0 else 0.0
+
+
+_METRIC_FUNCTIONS = {"accuracy": accuracy, "matthews": matthews_correlation, "pearson": pearson_correlation, "f1": binary_f1}
+
+
+def compute_metric(name: str, predictions: np.ndarray, labels: np.ndarray) -> float:
+    """The metric ``name`` (one of :data:`METRICS`) of predicted classes (or regression outputs) vs labels."""
+    require_choice("metric", name, METRICS)
+    return _METRIC_FUNCTIONS[name](predictions, labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# optimizer and schedule
+# ---------------------------------------------------------------------------------------------
+def parameter_groups(
+    model: nn.Module, lr: float, weight_decay: float, head_lr: float | None = None, head_weight_decay: float | None = None
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups: adapter parameters, then every other trainable parameter (the head).
+
+    App. G (Table 13) tunes the adapters' and the classification head's learning rates separately.
+    Groups without parameters are left out; ``ValueError`` if nothing is trainable.
+    """
+    adapter_ids = {id(p) for _, layer in adapter_layers(model) for n, p in layer.named_parameters() if not n.startswith("base_layer.")}
+    adapter = [p for p in model.parameters() if p.requires_grad and id(p) in adapter_ids]
+    head = [p for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids]
+    groups = [
+        {"params": adapter, "lr": lr, "weight_decay": weight_decay, "name": "adapter"},
+        {
+            "params": head,
+            "lr": lr if head_lr is None else head_lr,
+            "weight_decay": weight_decay if head_weight_decay is None else head_weight_decay,
+            "name": "head",
+        },
+    ]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ValueError("model has no trainable parameters; add adapters or set modules_to_save")
+    return groups
+
+
+def linear_warmup_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over ``ceil(warmup_ratio · total_steps)`` steps, then linear decay to 0 (App. G).
+
+    The same factor as ``transformers.get_linear_schedule_with_warmup``.
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps!r}")
+    warmup_steps = math.ceil(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------------------------------------
+# batches, loss, evaluation
+# ---------------------------------------------------------------------------------------------
+def _to_device(value: Any, device: torch.device) -> Any:
+    return value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+
+
+def _forward(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, labels)`` of one batch (dict with ``"labels"`` or ``(inputs, labels)``)."""
+    if isinstance(batch, Mapping):
+        if "labels" not in batch:
+            raise ValueError(f"dict batches need a 'labels' entry; got keys {sorted(batch)}")
+        inputs = {k: _to_device(v, device) for k, v in batch.items() if k != "labels"}
+        labels = _to_device(batch["labels"], device)
+        outputs = model(**inputs)
+    elif isinstance(batch, Sequence) and len(batch) == 2:
+        inputs, labels = _to_device(batch[0], device), _to_device(batch[1], device)
+        outputs = model(inputs)
+    else:
+        raise ValueError(f"batches must be dicts with 'labels' or (inputs, labels) pairs; got {type(batch).__name__}")
+    logits = outputs if isinstance(outputs, torch.Tensor) else outputs.logits
+    return logits, labels
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    if regression:
+        return nn.functional.mse_loss(logits.float().reshape(labels.shape), labels.float())
+    return nn.functional.cross_entropy(logits.float(), labels.long())
+
+
+def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or config.mixed_precision == "no":
+        return None
+    if config.mixed_precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if config.mixed_precision == "bf16" else torch.float16
+
+
+def evaluate(
+    model: nn.Module, loader: Iterable, metric: str = "accuracy", device: str | torch.device = "cpu", autocast_dtype: torch.dtype | None = None
+) -> tuple[float, float]:
+    """``(mean loss, metric)`` of ``model`` over ``loader``, in eval mode and without gradients."""
+    require_choice("metric", metric, METRICS)
+    device = torch.device(device)
+    regression = metric == "pearson"
+    was_training = model.training
+    model.eval()
+    total_loss, count, predictions, targets = 0.0, 0, [], []
+    with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        for batch in loader:
+            logits, labels = _forward(model, batch, device)
+            total_loss += _loss(logits, labels, regression).item() * labels.shape[0]
+            count += labels.shape[0]
+            predicted = logits.float().reshape(labels.shape) if regression else logits.argmax(dim=-1)
+            predictions.append(predicted.cpu().numpy())
+            targets.append(labels.cpu().numpy())
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("eval loader yielded no batches")
+    return total_loss / count, compute_metric(metric, np.concatenate(predictions), np.concatenate(targets))
+
+
+# ---------------------------------------------------------------------------------------------
+# seeds and checkpoints
+# ---------------------------------------------------------------------------------------------
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _loader_generator(loader: Iterable) -> torch.Generator | None:
+    """The generator that orders a DataLoader's shuffling, if it has its own (else the global RNG does)."""
+    generator = getattr(loader, "generator", None)
+    if generator is None:
+        generator = getattr(getattr(loader, "sampler", None), "generator", None)
+    return generator
+
+
+def _rng_state(loader: Iterable) -> dict[str, Any]:
+    generator = _loader_generator(loader)
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "loader": None if generator is None else generator.get_state(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any], loader: Iterable) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    generator = _loader_generator(loader)
+    if state["loader"] is not None and generator is not None:
+        generator.set_state(state["loader"])
+
+
+def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    torch.save(payload, temporary)
+    temporary.replace(path)  # atomic: an interruption never leaves a half-written checkpoint
+
+
+def _load_checkpoint(path: Path, model: nn.Module, config: TrainConfig) -> dict[str, Any]:
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    saved = {k: v for k, v in payload["config"].items() if k not in _RESUME_FREE_OPTIONS}
+    current = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE_OPTIONS}
+    if saved != current:
+        changed = sorted(k for k in current if saved.get(k) != current[k])
+        raise ValueError(f"checkpoint {path} was written with a different TrainConfig (changed: {changed}); use a new checkpoint_dir")
+    expected = set(_trainable_state(model))
+    if set(payload["trainable"]) != expected:
+        raise ValueError(f"checkpoint {path} does not fit this model's trainable parameters")
+    model.load_state_dict(payload["trainable"], strict=False)
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------------------------
+def _as_loader(data: DataLoader | Dataset | Iterable, batch_size: int, shuffle: bool, seed: int) -> Iterable:
+    if isinstance(data, Dataset) and not isinstance(data, DataLoader):
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    return data
+
+
+def fit(
+    model: nn.Module,
+    train_data: DataLoader | Dataset,
+    eval_data: DataLoader | Dataset,
+    config: TrainConfig,
+    callbacks: Sequence[Callback] = (),
+) -> FitResult:
+    """Train the trainable parameters of ``model`` (adapters + head) and evaluate after every epoch.
+
+    ``train_data``/``eval_data``: DataLoaders, or Datasets (then batched with ``config.batch_size``,
+    the training set shuffled by a generator seeded with ``config.seed``). With ``checkpoint_dir``,
+    the trainable weights, optimizer, scheduler, grad scaler, RNG states and history are saved after
+    every epoch; ``resume=True`` continues from there and reproduces an uninterrupted run's history
+    (callbacks then run only for the epochs that are still to do). Frozen weights are never touched.
+    """
+    start_time = time.perf_counter()
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={config.device!r} but CUDA is not available; use device='cpu'")
+    _seed_everything(config.seed)
+    train_loader = _as_loader(train_data, config.batch_size, shuffle=True, seed=config.seed)
+    eval_loader = _as_loader(eval_data, config.batch_size, shuffle=False, seed=config.seed)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError("train_data yields no batches")
+
+    model.to(device)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.lr, config.weight_decay, config.head_lr, config.head_weight_decay))
+    scheduler = linear_warmup_schedule(optimizer, config.epochs * steps_per_epoch, config.warmup_ratio)
+    autocast_dtype = _autocast_dtype(config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+    regression = config.metric == "pearson"
+
+    history: list[EpochRecord] = []
+    first_epoch = 1
+    elapsed_before = 0.0
+    checkpoint = None if config.checkpoint_dir is None else Path(config.checkpoint_dir) / CHECKPOINT_FILE
+    if config.resume and checkpoint is not None and checkpoint.is_file():
+        payload = _load_checkpoint(checkpoint, model, config)
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        scaler.load_state_dict(payload["scaler"])
+        _set_rng_state(payload["rng"], train_loader)
+        history = [EpochRecord(**record) for record in payload["history"]]
+        first_epoch = payload["epoch"] + 1
+        elapsed_before = payload["wall_time_s"]
+    else:
+        for callback in callbacks:
+            if hasattr(callback, "on_epoch_end"):
+                callback.on_epoch_end(0, model)
+
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch,
+        initial=(first_epoch - 1) * steps_per_epoch,
+        disable=not config.progress,
+        desc="fit",
+        unit="step",
+        leave=False,
+    )
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    for epoch in range(first_epoch, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        total_loss, count = 0.0, 0
+        for batch in train_loader:
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+                logits, labels = _forward(model, batch, device)
+            loss = _loss(logits, labels, regression)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.max_grad_norm is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total_loss += loss.item() * labels.shape[0]
+            count += labels.shape[0]
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
+        eval_loss, metric = evaluate(model, eval_loader, config.metric, device, autocast_dtype)
+        history.append(
+            EpochRecord(
+                epoch=epoch,
+                train_loss=total_loss / count,
+                eval_loss=eval_loss,
+                metric=metric,
+                lr=optimizer.param_groups[0]["lr"],
+                seconds=time.perf_counter() - epoch_start,
+            )
+        )
+        if checkpoint is not None:
+            _save_checkpoint(
+                checkpoint,
+                {
+                    "epoch": epoch,
+                    "config": config.to_dict(),
+                    "trainable": _trainable_state(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": _rng_state(train_loader),
+                    "history": [dataclasses.asdict(r) for r in history],
+                    "wall_time_s": elapsed_before + time.perf_counter() - start_time,
+                },
+            )
+        for callback in callbacks:
+            if hasattr(callback, "on_epoch_end"):
+                callback.on_epoch_end(epoch, model)
+    bar.close()
+
+    best = max(history, key=lambda record: record.metric)  # first of equal bests
+    return FitResult(
+        history=history,
+        best_metric=best.metric,
+        best_epoch=best.epoch,
+        wall_time_s=elapsed_before + time.perf_counter() - start_time,
+        metric_name=config.metric,
+    )
