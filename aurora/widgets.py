@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import ipywidgets
 import matplotlib.pyplot as plt
 from IPython import get_ipython
-from IPython.display import Markdown, display
+from IPython.display import display
 from matplotlib.figure import Figure
 
 __all__ = [
@@ -41,6 +41,11 @@ STATIC_BUILD_ENV = "AURORA_BOOK_STATIC"
 
 FRAME_SLIDER_CLASS = "aurora-frame-slider"
 """CSS class on every precomputed-frame slider box (the browser test looks for it)."""
+
+LIVE_EXPLORER_NOTE = (
+    "Live sliders appear here when you run this notebook in Jupyter; "
+    "the precomputed sliders above also work in the static page."
+)
 
 Value = TypeVar("Value")
 Value2 = TypeVar("Value2")
@@ -185,12 +190,7 @@ def live_explorer(
     if not controls:
         raise ValueError("live_explorer needs at least one control, e.g. scale=(0.1, 3.0, 0.1)")
     if not kernel_is_live():
-        display(
-            Markdown(
-                "*Live sliders appear here when you run this notebook in Jupyter "
-                "(the precomputed sliders above work in the static page).*"
-            )
-        )
+        print(LIVE_EXPLORER_NOTE)
         return None
 
     def show(**values: Any) -> None:

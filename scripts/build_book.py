@@ -39,9 +39,6 @@ import yaml
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_FILE = REPO / "_config.yml"
-TOC_FILE = REPO / "_toc.yml"
-BOOK_DIR = REPO / "book"
 NODE_MODULES = REPO / "node_modules"
 STATIC_BUILD_ENV = "AURORA_BOOK_STATIC"  # same name as aurora.widgets.STATIC_BUILD_ENV
 VENDOR_SUBDIR = Path("book/_static/vendor")
@@ -69,9 +66,10 @@ class BuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class Chapter:
-    """One chapter listed in ``_toc.yml``: ``entry`` is the toc path without suffix."""
+    """One chapter listed in ``_toc.yml``: ``entry`` is the toc path without suffix, under ``root``."""
 
     entry: str
+    root: Path
 
     @property
     def name(self) -> str:
@@ -79,7 +77,11 @@ class Chapter:
 
     @property
     def source(self) -> Path:
-        return REPO / f"{self.entry}.md"
+        return self.root / f"{self.entry}.md"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name!r} ({self.entry}.md)"
 
 
 @dataclass
@@ -110,16 +112,19 @@ def toc_entries(toc: dict) -> list[str]:
             for entry in entries]
 
 
-def load_toc(path: Path = TOC_FILE) -> dict:
+def load_toc(root: Path) -> dict:
+    path = root / "_toc.yml"
+    if not path.exists():
+        raise BuildError(f"no _toc.yml in {root}")
     toc = yaml.safe_load(path.read_text())
     if not isinstance(toc, dict) or toc.get("format") != "jb-book" or "root" not in toc:
         raise BuildError(f"{path} must be a jb-book toc with a 'root' entry")
     return toc
 
 
-def chapters_in_toc(toc: dict) -> list[Chapter]:
-    chapters = [Chapter(entry) for entry in toc_entries(toc)]
-    missing = [str(chapter.source.relative_to(REPO)) for chapter in chapters if not chapter.source.exists()]
+def chapters_in_toc(toc: dict, root: Path) -> list[Chapter]:
+    chapters = [Chapter(entry, root) for entry in toc_entries(toc)]
+    missing = [f"{chapter.entry}.md" for chapter in chapters if not chapter.source.exists()]
     if missing:
         raise BuildError(f"_toc.yml lists chapters without a source file: {', '.join(missing)}")
     return chapters
@@ -152,7 +157,7 @@ def convert_to_notebook(chapter: Chapter, executed_dir: Path) -> Path:
     )
     if not has_parameters:
         raise BuildError(
-            f"chapter {chapter.name!r} ({chapter.source.relative_to(REPO)}) has no code cell tagged "
+            f"chapter {chapter.label} has no code cell tagged "
             "'parameters' (it must define at least quick = True and device = \"cpu\")"
         )
     target = executed_dir / f"{chapter.name}.source.ipynb"
@@ -205,7 +210,7 @@ def failure_message(result: ExecutionResult) -> str:
     lines = result.log.read_text(errors="replace").replace("\r", "\n").splitlines()
     tail = "\n".join(line for line in lines[-40:] if line.strip())
     return (
-        f"chapter {result.chapter.name!r} ({result.chapter.source.relative_to(REPO)}) failed "
+        f"chapter {result.chapter.label} failed "
         f"after {result.seconds:.1f} s (papermill exit {result.returncode}).\n"
         f"--- last lines of {result.log} ---\n{tail}\n---\n"
         f"The partially executed notebook is {result.log.with_suffix('.ipynb')}."
@@ -288,6 +293,8 @@ def filtered_toc(toc: dict, keep: set[str]) -> dict:
     if "parts" in pruned:
         pruned["parts"] = [dict(part, chapters=prune(part.get("chapters", []))) for part in pruned["parts"]]
         pruned["parts"] = [part for part in pruned["parts"] if part["chapters"]]
+        if not pruned["parts"]:
+            del pruned["parts"]
     return pruned
 
 
@@ -304,14 +311,14 @@ def label_injected_parameters(notebook: dict) -> dict:
 
 
 def stage_book(
-    toc: dict, chapters: list[Chapter], executed_dir: Path, stage_dir: Path, quick: bool
+    root: Path, toc: dict, chapters: list[Chapter], executed_dir: Path, stage_dir: Path, quick: bool
 ) -> list[Chapter]:
     """Assemble the Sphinx source tree; returns the chapters that made it into the stage."""
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
     chapter_sources = {chapter.source for chapter in chapters}
     shutil.copytree(
-        BOOK_DIR, stage_dir / "book",
+        root / "book", stage_dir / "book",
         ignore=lambda folder, names: [
             name for name in names
             if Path(folder, name) in chapter_sources or name in {"__pycache__", ".ipynb_checkpoints"}
@@ -332,13 +339,13 @@ def stage_book(
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(label_injected_parameters(json.loads(executed.read_text())), indent=1))
         staged.append(chapter)
-    root = toc_entries(toc)[0]
-    if root not in {chapter.entry for chapter in staged}:
-        raise BuildError(f"the root chapter {root!r} has no executed notebook")
+    root_entry = toc_entries(toc)[0]
+    if root_entry not in {chapter.entry for chapter in staged}:
+        raise BuildError(f"the root chapter {root_entry!r} has no executed notebook")
     (stage_dir / "_toc.yml").write_text(
         yaml.safe_dump(filtered_toc(toc, {chapter.entry for chapter in staged}), sort_keys=False)
     )
-    config = yaml.safe_load(CONFIG_FILE.read_text())
+    config = yaml.safe_load((root / "_config.yml").read_text())
     config.setdefault("execute", {})["execute_notebooks"] = "off"
     (stage_dir / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     vendor_javascript(stage_dir / "book" / "_static")
@@ -374,10 +381,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="chapters executed in parallel (default 1)")
     parser.add_argument("--device", help="inject -p device DEVICE into every chapter (default: chapter's own)")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name for papermill (default python3)")
-    parser.add_argument("--executed-dir", type=Path, default=REPO / "build" / "executed",
-                        help="where executed notebooks and logs go (default build/executed)")
-    parser.add_argument("--output", type=Path, default=REPO / "_build",
-                        help="stage and HTML go to OUTPUT/stage and OUTPUT/html (default _build)")
+    parser.add_argument("--root", type=Path, default=REPO,
+                        help="folder with _config.yml, _toc.yml and book/ (default: this repository)")
+    parser.add_argument("--executed-dir", type=Path,
+                        help="where executed notebooks and logs go (default ROOT/build/executed)")
+    parser.add_argument("--output", type=Path,
+                        help="stage and HTML go to OUTPUT/stage and OUTPUT/html (default ROOT/_build)")
     parser.add_argument("--no-html", action="store_true", help="only execute the chapters")
     arguments = parser.parse_args(argv)
     if arguments.jobs < 1:
@@ -389,13 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     started = time.perf_counter()
     try:
-        toc = load_toc()
-        chapters = chapters_in_toc(toc)
+        root: Path = arguments.root.resolve()
+        toc = load_toc(root)
+        chapters = chapters_in_toc(toc, root)
         selected = select_chapters(chapters, arguments.chapters)
-        root = chapters[0]
-        executed_dir: Path = arguments.executed_dir.resolve()
-        if root not in selected and not (executed_dir / f"{root.name}.ipynb").exists():
-            selected.insert(0, root)
+        executed_dir: Path = (arguments.executed_dir or root / "build" / "executed").resolve()
+        root_chapter = chapters[0]
+        if root_chapter not in selected and not (executed_dir / f"{root_chapter.name}.ipynb").exists():
+            selected.insert(0, root_chapter)
         results = execute_chapters(
             selected, executed_dir, arguments.quick, arguments.device, arguments.kernel, arguments.jobs
         )
@@ -406,8 +416,8 @@ def main(argv: list[str] | None = None) -> int:
             raise BuildError(f"{len(failures)} chapter(s) failed: {', '.join(f.chapter.name for f in failures)}")
         print("\n".join(f"  {result.chapter.name:<32} {result.seconds:7.1f} s" for result in results))
         if not arguments.no_html:
-            output: Path = arguments.output.resolve()
-            staged = stage_book(toc, chapters, executed_dir, output / "stage", arguments.quick)
+            output: Path = (arguments.output or root / "_build").resolve()
+            staged = stage_book(root, toc, chapters, executed_dir, output / "stage", arguments.quick)
             build_html(output / "stage", output / "html")
             print(f"book with {len(staged)} chapter(s) in {output / 'html'}")
     except BuildError as error:
