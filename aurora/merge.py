@@ -63,6 +63,7 @@ def _is_exact(layer: AdapterLayer) -> bool:
     return not (isinstance(layer, AuroraLayer) and layer.form == "dynamic")
 
 
+@torch.no_grad()
 def merge_update(
     layer: AdapterLayer, strategy: str = "static", inputs: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:

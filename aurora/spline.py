@@ -64,7 +64,9 @@ def bspline_basis(x: torch.Tensor, knots: torch.Tensor, order: int) -> torch.Ten
             f"order must satisfy 0 <= order <= len(knots) - 2; got order={order}, len(knots)={knots.numel()}"
         )
     t = knots.to(device=x.device, dtype=x.dtype)
-    x = x.unsqueeze(-1)
+    # Move points outside the support onto t_last, where every basis is 0 (half-open intervals): the value
+    # is unchanged, and the recursion never multiplies huge |x| terms that would overflow into NaN gradients.
+    x = torch.where((x >= t[0]) & (x < t[-1]), x, t[-1]).unsqueeze(-1)
     bases = ((x >= t[:-1]) & (x < t[1:])).to(x.dtype)
     for k in range(1, order + 1):
         left_den = t[k:-1] - t[: -(k + 1)]

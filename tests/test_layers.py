@@ -1,0 +1,127 @@
+"""Adapter layers against direct formulas, gradcheck, dtypes and torch.compile."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import aurora
+from conftest import CASES, TinyNet, randomize_adapters
+
+
+def wrapped(options: dict, d_in: int = 7, d_out: int = 5, seed: int = 0):
+    """A float64 nn.Linear wrapped by the adapter of ``options``, with random (nonzero) adapter weights."""
+    torch.manual_seed(seed)
+    holder = nn.Module()
+    holder.layer = base = nn.Linear(d_in, d_out)
+    aurora.add_adapters(holder, aurora.AdapterConfig(target_modules=["layer"], **options))
+    holder.double()
+    randomize_adapters(holder, seed=seed)
+    return holder, holder.layer, base
+
+
+def test_lora_is_w0x_plus_scaled_bax():
+    _, layer, base = wrapped(dict(method="lora", rank=3, alpha=6.0))
+    x = torch.randn(4, 7, dtype=torch.float64)
+    W0, b0 = base.weight.detach(), base.bias.detach()
+    A, B = layer.lora_A.detach(), layer.lora_B.detach()
+    torch.testing.assert_close(layer(x), x @ W0.T + b0 + 2.0 * x @ A.T @ B.T)
+    torch.testing.assert_close(layer.delta_weight(), 2.0 * B @ A)
+
+
+def test_moslora_is_w0x_plus_scaled_bmax():
+    _, layer, base = wrapped(dict(method="moslora", rank=3, alpha=3.0))
+    x = torch.randn(4, 7, dtype=torch.float64)
+    A, B, M = layer.lora_A.detach(), layer.lora_B.detach(), layer.lora_mixer.detach()
+    torch.testing.assert_close(layer(x), base(x) + x @ (B @ M @ A).T)
+
+
+def test_aurora_dynamic_forward_is_eq4():
+    _, layer, base = wrapped(dict(method="aurora", rank=2, alpha=4.0, self_projection_init="kaiming"))
+    x = torch.randn(6, 7, dtype=torch.float64)
+    A, B = layer.lora_A.detach(), layer.lora_B.detach()
+    H = layer.anl.self_projection.detach()
+    z = x @ A.T
+    fixed = torch.tanh(torch.tanh(z) @ H.T)
+    learnable = layer.anl.learnable_part(z).detach()  # spline part is checked against scipy in test_nonlinear
+    torch.testing.assert_close(layer(x), base(x) + 2.0 * (fixed + learnable) @ B.T)
+
+
+def test_aurora_static_update_applies_sigma_to_each_column_of_a():
+    _, layer, _ = wrapped(dict(method="aurora", rank=3, spline_mode="per_edge"))
+    A, B = layer.lora_A.detach(), layer.lora_B.detach()
+    columns = torch.stack([layer.anl(A[:, j]) for j in range(A.shape[1])], dim=1).detach()  # σ(A e_j), one by one
+    torch.testing.assert_close(layer.delta_weight().detach(), layer.scaling * B @ columns)
+    # the layout bug seen in public code (reshape of the r×d matrix to (-1, r)) gives something else:
+    wrong = layer.anl(A.reshape(-1, 3)).reshape(3, -1).detach()
+    assert not torch.allclose(wrong, columns)
+
+
+def test_aurora_static_form_trains_b_sigma_a_x():
+    _, layer, base = wrapped(dict(method="aurora", rank=2, form="static"))
+    x = torch.randn(6, 7, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), base(x) + x @ layer.delta_weight().T)
+
+
+def test_loran_is_sinter_of_scaled_ba():
+    _, layer, base = wrapped(dict(method="loran", rank=2, alpha=4.0, sinter_amplitude=0.3, sinter_frequency=2.0))
+    x = torch.randn(6, 7, dtype=torch.float64)
+    A, B = layer.lora_A.detach(), layer.lora_B.detach()
+    update = 2.0 * B @ A
+    delta = 0.3 * torch.sin(2.0 * update) * update + update
+    torch.testing.assert_close(layer(x), base(x) + x @ delta.T)
+
+
+@pytest.mark.parametrize("options", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_gradcheck_every_layer(options):
+    _, layer, _ = wrapped(options, d_in=4, d_out=3)
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    names = [n for n, _ in layer.named_parameters() if not n.startswith("base_layer.")]
+    values = [layer.get_parameter(n).detach().clone().requires_grad_(True) for n in names]
+
+    def forward(x, *params):
+        return torch.func.functional_call(layer, dict(zip(names, params)), (x,))
+
+    assert torch.autograd.gradcheck(forward, (x, *values))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("options", [c[1] for c in CASES[:4]] + [CASES[-1][1]], ids=[c[0] for c in CASES[:4]] + [CASES[-1][0]])
+def test_half_precision_base_weights(dtype, options):
+    """A model loaded in fp16/bf16 gets fp32 adapters; outputs follow the base dtype and match fp32 math."""
+    torch.manual_seed(0)
+    reference = TinyNet()
+    model = TinyNet().to(dtype)
+    model.load_state_dict(reference.state_dict())
+    config = aurora.AdapterConfig(target_modules=["query", "value"], **options)
+    for m in (model, reference):
+        aurora.add_adapters(m, config)
+        randomize_adapters(m)
+    assert all(l.lora_A.dtype == torch.float32 and l.base_layer.weight.dtype == dtype for _, l in aurora.adapter_layers(model))
+    x = torch.randn(8, 12)
+    out = model(x.to(dtype))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), reference(x), atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("options", [CASES[0][1], CASES[2][1], CASES[-1][1]], ids=["lora", "aurora", "loran"])
+def test_torch_compile_matches_eager(options):
+    torch.manual_seed(0)
+    model = TinyNet()
+    aurora.add_adapters(model, aurora.AdapterConfig(target_modules=["query", "value"], **options))
+    randomize_adapters(model)
+    x = torch.randn(5, 12)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), model(x))
+    compiled(x).sum().backward()
+    assert all(l.lora_A.grad is not None for _, l in aurora.adapter_layers(model))
+
+
+def test_zero_b_means_no_change_at_init():
+    torch.manual_seed(0)
+    for method in aurora.METHODS:
+        model = TinyNet()
+        x = torch.randn(4, 12)
+        before = model(x)
+        aurora.add_adapters(model, aurora.AdapterConfig(method=method, target_modules=["query", "value"]))
+        torch.testing.assert_close(model(x), before)

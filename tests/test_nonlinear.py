@@ -1,0 +1,108 @@
+"""ANL (Eq. 5–8) and Sinter against independent numpy/scipy references; gradients by gradcheck."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.interpolate import BSpline
+
+import aurora
+
+
+def scipy_basis(z: np.ndarray, knots: np.ndarray, order: int) -> np.ndarray:
+    n = len(knots) - order - 1
+    columns = [BSpline.basis_element(knots[k : k + order + 2], extrapolate=False)(z) for k in range(n)]
+    return np.nan_to_num(np.stack(columns, axis=-1))
+
+
+def reference_anl(anl: aurora.AdaptiveNonlinearLayer, z: np.ndarray) -> np.ndarray:
+    """σ(z) for a batch of r-vectors z (n, r), written out with loops over units (tanh activation)."""
+    n, r = z.shape
+    out = np.zeros((n, r))
+    if anl.self_projection is not None:
+        H = anl.self_projection.detach().double().numpy()
+        out += np.tanh(np.tanh(z) @ H.T)
+    if anl.spline_coefficients is not None:
+        c = anl.spline_coefficients.detach().double().numpy()
+        knots = anl.knots.double().numpy()
+        basis = np.stack([scipy_basis(z[:, i], knots, anl.spline_order) for i in range(r)], axis=1)  # (n, r, n_b)
+        for j in range(r):
+            if anl.spline_mode == "per_unit":
+                out[:, j] += basis[:, j, :] @ c[j]
+            elif anl.spline_mode == "sum":
+                out[:, j] += basis.sum(axis=1) @ c[j]
+            else:
+                out[:, j] += sum(basis[:, i, :] @ c[j, i] for i in range(r))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["per_unit", "sum", "per_edge"])
+@pytest.mark.parametrize("fixed,learnable", [(True, True), (False, True), (True, False)])
+def test_anl_matches_reference(mode, fixed, learnable):
+    torch.manual_seed(0)
+    anl = aurora.AdaptiveNonlinearLayer(3, fixed=fixed, learnable=learnable, spline_mode=mode, self_projection_init="kaiming", spline_init_scale=0.5).double()
+    z = torch.randn(64, 3, dtype=torch.float64) * 1.5  # partly outside the grid [-1, 1]
+    np.testing.assert_allclose(anl(z).detach().numpy(), reference_anl(anl, z.numpy()), atol=1e-12)
+
+
+def test_coefficient_shapes_follow_the_mode():
+    assert aurora.AdaptiveNonlinearLayer(2, spline_mode="per_unit").spline_coefficients.shape == (2, 8)
+    assert aurora.AdaptiveNonlinearLayer(2, spline_mode="sum").spline_coefficients.shape == (2, 8)
+    assert aurora.AdaptiveNonlinearLayer(2, spline_mode="per_edge", grid_size=7, spline_order=2).spline_coefficients.shape == (2, 2, 9)
+
+
+@pytest.mark.parametrize("mode", ["per_unit", "sum", "per_edge"])
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "leaky_relu"])
+def test_anl_gradcheck(mode, activation):
+    torch.manual_seed(1)
+    anl = aurora.AdaptiveNonlinearLayer(2, activation=activation, spline_mode=mode, self_projection_init="kaiming").double()
+    z = (torch.randn(5, 2, dtype=torch.float64) * 0.8).requires_grad_(True)
+    assert torch.autograd.gradcheck(anl, (z,))
+
+
+def test_far_outside_grid_only_the_fixed_part_remains():
+    anl = aurora.AdaptiveNonlinearLayer(2, self_projection_init="kaiming").double()
+    z = torch.tensor([[1e8, -3e7], [50.0, -20.0]], dtype=torch.float64, requires_grad=True)
+    out = anl(z)
+    H = anl.self_projection.detach()
+    np.testing.assert_allclose(out.detach().numpy(), torch.tanh(torch.tanh(z.detach()) @ H.T).numpy(), atol=1e-12)
+    out.sum().backward()
+    assert torch.all(torch.isfinite(z.grad))
+    assert torch.all(torch.isfinite(anl.spline_coefficients.grad)) and torch.all(anl.spline_coefficients.grad == 0)
+
+
+def test_identity_self_projection_starts_near_identity():
+    anl = aurora.AdaptiveNonlinearLayer(2, learnable=False)
+    z = torch.tensor([[1e-3, -2e-3]])
+    torch.testing.assert_close(anl(z), z, atol=1e-8, rtol=1e-4)
+
+
+def test_activations():
+    z = torch.linspace(-3, 3, 13)
+    torch.testing.assert_close(aurora.get_activation("tanh")(z), torch.tanh(z))
+    torch.testing.assert_close(aurora.get_activation("sigmoid")(z), 1 / (1 + torch.exp(-z)))
+    torch.testing.assert_close(aurora.get_activation("leaky_relu", 0.2)(z), torch.where(z > 0, z, 0.2 * z))
+    with pytest.raises(ValueError, match="activation must be one of 'tanh', 'leaky_relu', 'sigmoid'; got 'relu'"):
+        aurora.get_activation("relu")
+
+
+def test_sinter_closed_form_and_derivative():
+    a, w = 5e-5, 1e4
+    x = torch.linspace(-1e-2, 1e-2, 1001, dtype=torch.float64, requires_grad=True)
+    y = aurora.sinter(x, a, w)
+    xn = x.detach().numpy()
+    np.testing.assert_allclose(y.detach().numpy(), a * np.sin(w * xn) * xn + xn, rtol=1e-14, atol=0)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), a * np.sin(w * xn) + a * w * xn * np.cos(w * xn) + 1, rtol=1e-12)
+    # the relative perturbation |Sinter(x) - x| / |x| = a |sin(ωx)| never exceeds a
+    assert np.max(np.abs(y.detach().numpy() - xn) / np.maximum(np.abs(xn), 1e-300)) <= a
+
+
+def test_anl_rejects_bad_options():
+    with pytest.raises(ValueError, match="rank"):
+        aurora.AdaptiveNonlinearLayer(0)
+    with pytest.raises(ValueError, match="spline_mode must be one of"):
+        aurora.AdaptiveNonlinearLayer(2, spline_mode="tensor")
+    with pytest.raises(ValueError, match="cannot both be False"):
+        aurora.AdaptiveNonlinearLayer(2, fixed=False, learnable=False)
+    with pytest.raises(ValueError, match="grid_size"):
+        aurora.AdaptiveNonlinearLayer(2, grid_size=0)

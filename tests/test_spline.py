@@ -1,0 +1,88 @@
+"""B-spline basis against scipy's independent implementation, plus its defining properties."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.interpolate import BSpline
+
+import aurora
+
+
+def scipy_basis(x: np.ndarray, knots: np.ndarray, order: int) -> np.ndarray:
+    """Each basis function from its own knot span (scipy's basis_element), zero outside its support."""
+    n = len(knots) - order - 1
+    columns = [BSpline.basis_element(knots[k : k + order + 2], extrapolate=False)(x) for k in range(n)]
+    return np.nan_to_num(np.stack(columns, axis=-1))
+
+
+@pytest.mark.parametrize("order", [0, 1, 2, 3, 5])
+@pytest.mark.parametrize("grid_size", [1, 4, 7])
+def test_basis_matches_scipy(order, grid_size):
+    knots = aurora.uniform_knots(grid_size, order, (-1.5, 2.0), dtype=torch.float64)
+    x = torch.linspace(float(knots[0]) - 0.5, float(knots[-1]) + 0.5, 503, dtype=torch.float64)
+    ours = aurora.bspline_basis(x, knots, order).numpy()
+    inside = (x.numpy() >= knots[0].item()) & (x.numpy() < knots[-1].item())
+    reference = scipy_basis(x.numpy(), knots.numpy(), order)
+    assert ours.shape == (503, grid_size + order)
+    np.testing.assert_allclose(ours[inside], reference[inside], atol=1e-12)
+    assert np.all(ours[~inside] == 0.0)
+
+
+def test_basis_nonuniform_knots_match_scipy():
+    knots = torch.tensor([-2.0, -1.3, -1.0, -0.2, 0.0, 0.1, 0.9, 1.7, 3.0], dtype=torch.float64)
+    x = torch.linspace(-1.99, 2.99, 301, dtype=torch.float64)
+    np.testing.assert_allclose(aurora.bspline_basis(x, knots, 3).numpy(), scipy_basis(x.numpy(), knots.numpy(), 3), atol=1e-12)
+
+
+def test_basis_derivative_matches_scipy():
+    order, knots = 3, aurora.uniform_knots(5, 3, (-1.0, 1.0), dtype=torch.float64)
+    x = torch.linspace(-0.99, 0.99, 101, dtype=torch.float64)
+    n = len(knots) - order - 1
+    coefficients = torch.randn(n, dtype=torch.float64)
+    x.requires_grad_(True)
+    (aurora.bspline_basis(x, knots, order) @ coefficients).sum().backward()
+    reference = BSpline(knots.numpy(), coefficients.numpy(), order).derivative()(x.detach().numpy())
+    np.testing.assert_allclose(x.grad.numpy(), reference, atol=1e-10)
+
+
+@pytest.mark.parametrize("grid_size,order", [(1, 3), (5, 3), (20, 2), (3, 0)])
+def test_partition_of_unity_inside_grid(grid_size, order):
+    knots = aurora.uniform_knots(grid_size, order, (-1.0, 1.0), dtype=torch.float64)
+    x = torch.linspace(-1.0, 0.999999, 1001, dtype=torch.float64)
+    np.testing.assert_allclose(aurora.bspline_basis(x, knots, order).sum(-1).numpy(), 1.0, atol=1e-12)
+
+
+def test_uniform_knots_layout():
+    knots = aurora.uniform_knots(5, 3, (-1.0, 1.0), dtype=torch.float64)
+    assert knots.numel() == 5 + 2 * 3 + 1
+    np.testing.assert_allclose(np.diff(knots.numpy()), 0.4, atol=1e-12)
+    assert knots[3].item() == pytest.approx(-1.0) and knots[-4].item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_dtype_is_preserved(dtype):
+    knots = aurora.uniform_knots(5, 3)
+    x = torch.linspace(-1, 1, 17).to(dtype)
+    basis = aurora.bspline_basis(x, knots, 3)
+    assert basis.dtype == dtype
+    assert torch.allclose(basis.float().sum(-1)[:-1], torch.ones(16), atol=2e-2)
+
+
+def test_far_outside_the_grid_is_zero_with_finite_gradient():
+    knots = aurora.uniform_knots(5, 3)
+    x = torch.tensor([-1e30, -1e6, -50.0, 50.0, 1e6, 1e30], requires_grad=True)
+    basis = aurora.bspline_basis(x, knots, 3)
+    assert torch.all(basis == 0)
+    basis.sum().backward()
+    assert torch.all(torch.isfinite(x.grad)) and torch.all(x.grad == 0)
+
+
+def test_bad_arguments_name_the_parameter():
+    with pytest.raises(ValueError, match="grid_size"):
+        aurora.uniform_knots(0, 3)
+    with pytest.raises(ValueError, match="spline_order"):
+        aurora.uniform_knots(5, -1)
+    with pytest.raises(ValueError, match="grid_range"):
+        aurora.uniform_knots(5, 3, (1.0, -1.0))
+    with pytest.raises(ValueError, match="order"):
+        aurora.bspline_basis(torch.zeros(3), torch.linspace(0, 1, 4), 3)
