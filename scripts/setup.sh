@@ -152,7 +152,7 @@ setup_npm_packages() {
     if [[ -f "$npm_stamp" && "$(cat "$npm_stamp")" == "$lock_hash" ]]; then
         say "npm: node_modules is up to date with package-lock.json"
     else
-        say "npm: npm ci (playwright-core, @jupyter-widgets/html-manager, requirejs)"
+        say "npm: npm ci (playwright-core, @jupyter-widgets/html-manager, requirejs, mathjax)"
         npm ci --no-audit --no-fund --loglevel=error
         echo "$lock_hash" > "$npm_stamp"
     fi
