@@ -85,13 +85,15 @@ def _initial_index(values: Sequence[Any], initial: Any | None, name: str) -> int
     raise ValueError(f"{name} must be one of the slider values {list(values)!r}, got {initial!r}")
 
 
-def _selection_slider(labels: list[str], index: int, description: str) -> ipywidgets.SelectionSlider:
+def _selection_slider(
+    labels: list[str], index: int, description: str, description_width: str = "initial"
+) -> ipywidgets.SelectionSlider:
     return ipywidgets.SelectionSlider(
         options=[(label, position) for position, label in enumerate(labels)],
         index=index,
         description=description,
         continuous_update=True,
-        style={"description_width": "initial"},
+        style={"description_width": description_width},
         layout=ipywidgets.Layout(width="min(640px, 100%)"),
     )
 
@@ -154,8 +156,9 @@ def frame_slider_2d(
     labels2 = _labels(values2, format_value2)
     index = _initial_index(values, initial, "initial")
     index2 = _initial_index(values2, initial2, "initial2")
-    slider = _selection_slider(labels, index, description)
-    slider2 = _selection_slider(labels2, index2, description2)
+    aligned_width = f"{max(len(description), len(description2)) + 1}ch"  # both tracks start together
+    slider = _selection_slider(labels, index, description, aligned_width)
+    slider2 = _selection_slider(labels2, index2, description2, aligned_width)
     rows = []
     for value in values:
         row = ipywidgets.Stack(

@@ -88,6 +88,7 @@ def test_frame_slider_2d_grid_matches_both_values():
     )
     slider, slider2, stack = box.children
     assert slider.index == 0 and slider2.index == 1
+    assert slider.style.description_width == slider2.style.description_width, "tracks start together"
     assert [label for label, _ in slider2.options] == ["0.0", "0.5", "1.0"]
     assert len(stack.children) == 2
     for name, row in zip(rows, stack.children):
