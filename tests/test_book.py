@@ -169,5 +169,19 @@ def test_build_script_renders_a_real_chapter_end_to_end(tmp_path):
     external = re.findall(r"""<(?:script|link|img)[^>]+(?:src|href)=["'](https?://[^"']+)""", page)
     assert external == [], "the rendered page must not load anything from the internet"
     assert (output / "html" / "_static" / "vendor" / "mathjax" / "tex-chtml.js").exists()
-    # chapters not executed in this run are left out of the book instead of failing it
+    # chapters not executed in this run are left out of the book instead of failing it, and the
+    # intro's link to one of them is not checked in such a partial build
     assert not (output / "html" / "book" / "anl_explorer.html").exists()
+    assert "partial book (1 of" in result.stdout
+
+
+@pytest.mark.skipif(not (REPO / "node_modules").is_dir(), reason="needs `npm ci` (make setup-book)")
+def test_build_script_fails_on_any_sphinx_warning(tmp_path):
+    write_mini_book(tmp_path, {"intro": ""})
+    source = tmp_path / "book" / "intro.md"
+    source.write_text(source.read_text() + "\nSee {doc}`no_such_chapter`.\n")
+    result = run_build("--root", str(tmp_path))
+    assert result.returncode == 1
+    assert "unknown document: 'no_such_chapter'" in result.stdout + result.stderr
+    assert "jupyter-book build failed" in result.stderr
+    assert not (tmp_path / "_build" / "html").exists()
