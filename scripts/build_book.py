@@ -301,7 +301,7 @@ def filtered_toc(toc: dict, keep: set[str]) -> dict:
 # Sphinx warnings about references to documents that a partial build (--chapters) leaves out.
 PARTIAL_BUILD_WARNINGS = ["ref.doc", "myst.xref_missing"]
 
-INJECTED_PARAMETERS_HEADER = "# Values this page was built with (injected by papermill, scripts/build_book.py)"
+INJECTED_PARAMETERS_HEADER = "# Values this page was built with (set by scripts/build_book.py)"
 
 
 def label_injected_parameters(notebook: dict) -> dict:
