@@ -141,3 +141,54 @@ def test_head_only_run_trains_only_the_classifier() -> None:
     data = tc.TensorDictDataset(inputs_embeds=hidden, attention_mask=attention_mask, labels=torch.tensor([0, 1, 0, 1]))
     row, rows = tc.train_run("minilm", 2, tc.QUICK_METHODS[0], data, data, TrainConfig(epochs=1, batch_size=2, progress=False), 1)
     assert row["adapter_params"] == 0 and row["head_params"] == 384 * 2 + 2 and len(rows) == 1
+
+
+@needs_minilm
+def test_full_mode_code_path_on_a_tiny_model(monkeypatch, tmp_path) -> None:
+    """run_full with the hub loaders replaced: sentence pairs, STS-B regression, checkpoints, result rows."""
+    from aurora.data.text import TEXT_DATASETS, TextSplits
+
+    def tiny_model(name: str, num_labels: int, seed: int | None = None) -> torch.nn.Module:
+        torch.manual_seed(seed or 0)
+        config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=48, num_labels=num_labels)
+        return BertForSequenceClassification(config)
+
+    def glue_like(name: str) -> TextSplits:
+        generator = torch.Generator().manual_seed(0)
+        pairs = [(f"the cat sat {i}", f"a dog ran {i % 3}") for i in range(24)]
+        if name == "glue/stsb":
+            labels = (torch.rand(24, generator=generator) * 5).tolist()
+            return TextSplits(list(zip(pairs, labels))[:16], list(zip(pairs, labels))[16:], (), TEXT_DATASETS[name])
+        labels = torch.randint(0, 2, (24,), generator=generator).tolist()
+        return TextSplits(list(zip(pairs, labels))[:16], list(zip(pairs, labels))[16:], ("no", "yes"), TEXT_DATASETS[name])
+
+    monkeypatch.setattr(tc, "load_text_model", tiny_model)
+    monkeypatch.setattr(tc, "load_tokenizer", lambda name: aurora.data.load_tokenizer("minilm"))
+    monkeypatch.setattr(tc, "load_text_classification", glue_like)
+    fast = dict(epochs=2, lr=5e-3, max_length=16, batch_size=8)
+    monkeypatch.setitem(tc.TABLE_11, "roberta-base", {"rte": fast, "stsb": fast})
+    methods = [tc.MethodSetting("AuroRA r=2", "aurora", 2, 0.0)]
+    folder = tc.run_full(models=["roberta-base"], tasks=["rte", "stsb"], seeds=[0], device="cpu", methods=methods,
+                         checkpoint_dir=tmp_path / "checkpoints", progress=False, results_dir=tmp_path)
+    runs = pd.read_csv(folder / "runs.csv")
+    assert list(runs["task"]) == ["rte", "stsb"] and list(runs["metric"]) == ["accuracy", "pearson"]
+    assert (runs["lr"] == 5e-3).all() and (runs["epochs"] == 2).all()
+    assert (tmp_path / "checkpoints" / "roberta-base" / "stsb" / "AuroRA_r=2_seed0" / "checkpoint.pt").is_file()
+    assert runs["best_metric"].between(-1, 1).all()
+
+
+def test_summary_table_by_hand() -> None:
+    runs = pd.DataFrame(
+        [
+            dict(model="m", task="t", label="B", method="lora", seed=0, adapter_params=10, best_metric=0.70, best_epoch=1, wall_time_s=2.0),
+            dict(model="m", task="t", label="A", method="aurora", seed=0, adapter_params=5, best_metric=0.90, best_epoch=3, wall_time_s=1.0),
+            dict(model="m", task="t", label="B", method="lora", seed=1, adapter_params=10, best_metric=0.80, best_epoch=2, wall_time_s=4.0),
+        ]
+    )
+    table = tc.summary_table(runs).set_index("label")
+    assert list(table.index) == ["B", "A"]  # first-appearance order
+    b = table.loc["B"]
+    assert (b["seeds"], b["mean"], b["min"], b["max"], b["median"], b["best_epoch"], b["wall_time_s"]) == (2, 0.75, 0.7, 0.8, 0.75, 1.5, 3.0)
+    assert b["std"] == pytest.approx(0.1 / 2**0.5)
+    assert table.loc["A", "seeds"] == 1 and pd.isna(table.loc["A", "std"])

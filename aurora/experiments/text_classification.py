@@ -24,7 +24,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
@@ -36,6 +36,9 @@ from aurora.config import require_choice
 from aurora.data import DATASETS, MODELS, load_text_classification, load_text_model, load_tokenizer
 from aurora.results import write_results
 from aurora.train import TrainConfig, fit
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "TABLE_11",
@@ -57,6 +60,8 @@ __all__ = [
     "prepare_quick_data",
     "QuickData",
     "SWEEP_LEARNING_RATES",
+    "summary_table",
+    "plot_parameters_vs_metric",
     "main",
 ]
 
@@ -498,6 +503,57 @@ def run_full(
     config = dict(mode="full", models=list(models), tasks=list(tasks), seeds=list(seeds), table_11=TABLE_11,
                   methods=[dataclasses.asdict(m) for m in methods])
     return write_results(FULL_RESULTS, {"runs": runs, "epochs": epochs}, config, device, time.perf_counter() - start, results_dir)
+
+
+def summary_table(runs: "pd.DataFrame") -> "pd.DataFrame":
+    """One row per (model, task, method label): adapter parameters and the best-epoch metric over seeds.
+
+    Columns: ``adapter_params``, ``seeds``, ``mean``, ``std`` (sample std; NaN for one seed), ``min``,
+    ``median`` (the paper reports medians of five seeds), ``max``, ``best_epoch`` (mean) and
+    ``wall_time_s`` (mean per run). Rows keep the order in which the labels first appear.
+    """
+    keys = ["model", "task", "label"]
+    grouped = runs.groupby(keys, sort=False)
+    table = grouped.agg(
+        adapter_params=("adapter_params", "first"),
+        seeds=("seed", "nunique"),
+        mean=("best_metric", "mean"),
+        std=("best_metric", "std"),
+        min=("best_metric", "min"),
+        median=("best_metric", "median"),
+        max=("best_metric", "max"),
+        best_epoch=("best_epoch", "mean"),
+        wall_time_s=("wall_time_s", "mean"),
+    )
+    return table.reset_index()
+
+
+def plot_parameters_vs_metric(runs: "pd.DataFrame", ax: Any, reference: float | None = None) -> None:
+    """The paper's Fig. 1 (left) for one model and task: adapter parameters (log scale) vs best metric.
+
+    One marker per method at the mean over seeds, a bar from the lowest to the highest seed, and the
+    seeds themselves as small dots; ``method="head"`` runs (no adapter parameters) are drawn as a band.
+    ``reference`` (e.g. the majority-class accuracy) is a dotted line.
+    """
+    colours = {"lora": "tab:blue", "moslora": "tab:orange", "aurora": "tab:red", "loran": "tab:green", "head": "grey"}
+    metric = runs["metric"].iloc[0]
+    for (label, method), group in runs.groupby(["label", "method"], sort=False):
+        values = group["best_metric"]
+        if method == "head":
+            ax.axhspan(values.min(), values.max(), color=colours[method], alpha=0.2)
+            ax.axhline(values.mean(), color=colours[method], linestyle="--", label=f"{label} (no adapters)")
+            continue
+        x = float(group["adapter_params"].iloc[0])
+        ax.errorbar([x], [values.mean()], yerr=[[values.mean() - values.min()], [values.max() - values.mean()]],
+                    fmt="o" if method == "aurora" else "s", color=colours[method], capsize=4, markersize=8, label=label)
+        ax.scatter([x] * len(values), values, color=colours[method], s=10, alpha=0.6)
+        ax.annotate(label, (x, values.mean()), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    if reference is not None:
+        ax.axhline(reference, color="black", linestyle=":", label="majority class")
+    ax.set_xscale("log")
+    ax.set_xlabel("adapter parameters (log scale)")
+    ax.set_ylabel(f"best-epoch {metric}")
+    ax.legend(fontsize=8, loc="lower right")
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
