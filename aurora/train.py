@@ -274,11 +274,27 @@ def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | 
     return torch.bfloat16 if config.mixed_precision == "bf16" else torch.float16
 
 
+def _as_loader(data: DataLoader | Dataset | Iterable, batch_size: int, shuffle: bool, seed: int) -> Iterable:
+    if isinstance(data, Dataset) and not isinstance(data, DataLoader):
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    return data
+
+
 def evaluate(
-    model: nn.Module, loader: Iterable, metric: str = "accuracy", device: str | torch.device = "cpu", autocast_dtype: torch.dtype | None = None
+    model: nn.Module,
+    data: DataLoader | Dataset | Iterable,
+    metric: str = "accuracy",
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    batch_size: int = 64,
 ) -> tuple[float, float]:
-    """``(mean loss, metric)`` of ``model`` over ``loader``, in eval mode and without gradients."""
+    """``(mean loss, metric)`` of ``model`` over ``data`` (batches, or a Dataset batched with ``batch_size``).
+
+    Runs in eval mode without gradients and restores the model's training mode.
+    """
     require_choice("metric", metric, METRICS)
+    loader = _as_loader(data, batch_size, shuffle=False, seed=0)
     device = torch.device(device)
     regression = metric == "pearson"
     was_training = model.training
@@ -365,13 +381,6 @@ def _load_checkpoint(path: Path, model: nn.Module, config: TrainConfig) -> dict[
 # ---------------------------------------------------------------------------------------------
 # the loop
 # ---------------------------------------------------------------------------------------------
-def _as_loader(data: DataLoader | Dataset | Iterable, batch_size: int, shuffle: bool, seed: int) -> Iterable:
-    if isinstance(data, Dataset) and not isinstance(data, DataLoader):
-        generator = torch.Generator().manual_seed(seed) if shuffle else None
-        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
-    return data
-
-
 def fit(
     model: nn.Module,
     train_data: DataLoader | Dataset,

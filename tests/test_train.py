@@ -298,3 +298,13 @@ def test_loran_with_paper_sinter_behaves_like_lora() -> None:
     lora = fit(adapted_model("lora"), data, data, config)
     loran = fit(adapted_model("loran"), data, data, config)
     np.testing.assert_allclose([r.train_loss for r in loran.history], [r.train_loss for r in lora.history], rtol=1e-3)
+
+
+def test_evaluate_accepts_a_dataset_and_matches_a_direct_computation() -> None:
+    data = toy_classification(n=50)
+    model = adapted_model("moslora")
+    loss, accuracy = evaluate(model, data, batch_size=7)
+    with torch.no_grad():
+        logits = model(data.tensors[0])
+    assert loss == pytest.approx(nn.functional.cross_entropy(logits, data.tensors[1]).item(), rel=1e-5)
+    assert accuracy == accuracy_score(data.tensors[1].numpy(), logits.argmax(-1).numpy())
