@@ -57,16 +57,30 @@ class AdapterLayer(nn.Module):
         """``ΔW`` as a ``(d_out, d_in)`` fp32 tensor: the update that a merge folds into ``W0``."""
         raise NotImplementedError
 
+    def hidden(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The ``(..., r)`` activations that ``B`` maps up when ``Δh = s · B · hidden(x)``; ``None`` otherwise."""
+        return None
+
     def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
-        """``Δh`` for fp32 input ``x`` of shape ``(..., d_in)``; default: ``x ΔWᵀ``."""
-        return x @ self.delta_weight().T
+        """``Δh`` for fp32 input ``x`` of shape ``(..., d_in)``."""
+        hidden = self.hidden(x)
+        if hidden is None:
+            return x @ self.delta_weight().T
+        return self.scaling * (hidden @ self.lora_B.T)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)
         if self.merged:
             return result
-        delta = self.adapter_output(self.dropout(x).to(self.lora_A.dtype))
-        return result + delta.to(result.dtype)
+        x = self.dropout(x).to(self.lora_A.dtype)
+        hidden = self.hidden(x)
+        if hidden is None:
+            return result + self.adapter_output(x).to(result.dtype)
+        if hidden.dtype != result.dtype:  # half-precision base: adapter math in fp32, then cast
+            return result + (self.scaling * (hidden @ self.lora_B.T)).to(result.dtype)
+        # one BLAS call for W0 x + b + s · hidden Bᵀ (the scaling and the add fold into the GEMM)
+        fused = torch.addmm(result.reshape(-1, self.out_features), hidden.reshape(-1, self.rank), self.lora_B.T, alpha=self.scaling)
+        return fused.view(result.shape)
 
     # -- merge primitives --------------------------------------------------------------------
     def fold(self, delta_weight: torch.Tensor, delta_bias: torch.Tensor | None, reversible: bool = True) -> None:
@@ -114,8 +128,8 @@ class LoraLayer(AdapterLayer):
     def delta_weight(self) -> torch.Tensor:
         return self.scaling * self.lora_B @ self.lora_A
 
-    def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scaling * ((x @ self.lora_A.T) @ self.lora_B.T)
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.lora_A.T
 
 
 class MoSLoraLayer(AdapterLayer):
@@ -135,8 +149,8 @@ class MoSLoraLayer(AdapterLayer):
     def delta_weight(self) -> torch.Tensor:
         return self.scaling * self.lora_B @ self.lora_mixer @ self.lora_A
 
-    def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scaling * ((x @ self.lora_A.T) @ self.lora_mixer.T @ self.lora_B.T)
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        return (x @ self.lora_A.T) @ self.lora_mixer.T
 
 
 class AuroraLayer(AdapterLayer):
@@ -170,10 +184,10 @@ class AuroraLayer(AdapterLayer):
         """The paper's static update ``s · B σ(A)`` (Eq. 3, Algorithm 1)."""
         return self.scaling * self.lora_B @ self.activated_down_projection()
 
-    def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
         if self.form == "static":
-            return self.scaling * ((x @ self.activated_down_projection().T) @ self.lora_B.T)
-        return self.scaling * (self.anl(x @ self.lora_A.T) @ self.lora_B.T)
+            return x @ self.activated_down_projection().T
+        return self.anl(x @ self.lora_A.T)
 
 
 class LoranLayer(AdapterLayer):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ACTIVATIONS, SELF_PROJECTION_INITS, SPLINE_MODES, require_choice
-from .spline import bspline_basis, num_bases, uniform_knots
+from .spline import cardinal_bspline_pieces, num_bases, uniform_knots, uniform_spline
 
 __all__ = ["get_activation", "sinter", "AdaptiveNonlinearLayer"]
 
@@ -99,6 +99,9 @@ class AdaptiveNonlinearLayer(nn.Module):
                 nn.init.kaiming_uniform_(projection, a=math.sqrt(5))
             self.self_projection = nn.Parameter(projection)
         self.register_buffer("knots", uniform_knots(grid_size, spline_order, grid_range), persistent=True)
+        self.grid_step = (float(grid_range[1]) - float(grid_range[0])) / grid_size
+        self.grid_start = float(grid_range[0]) - spline_order * self.grid_step  # = knots[0], in float64
+        self.register_buffer("spline_pieces", cardinal_bspline_pieces(spline_order), persistent=False)
         if learnable:
             n = num_bases(grid_size, spline_order)
             shape = (rank, rank, n) if spline_mode == "per_edge" else (rank, n)
@@ -110,15 +113,17 @@ class AdaptiveNonlinearLayer(nn.Module):
         return self.activation(self.activation(z) @ self.self_projection.T.to(z.dtype))
 
     def learnable_part(self, z: torch.Tensor) -> torch.Tensor:
-        """``L(z)`` (Eq. 7) in the reading chosen by ``spline_mode``."""
+        """``L(z)`` (Eq. 7) in the reading chosen by ``spline_mode``, via the closed-form uniform spline."""
         assert self.spline_coefficients is not None
-        basis = bspline_basis(z, self.knots, self.spline_order)  # (..., r, n)
         coefficients = self.spline_coefficients.to(z.dtype)
-        if self.spline_mode == "per_unit":
-            return (basis * coefficients).sum(-1)
-        if self.spline_mode == "sum":
-            return basis.sum(-2) @ coefficients.T
-        return basis.flatten(-2) @ coefficients.flatten(1).T  # per_edge: (..., r*n) @ (r*n, r)
+        if self.spline_mode == "per_unit":  # L_j = φ_j(z_j)
+            return uniform_spline(z, coefficients, self.grid_start, self.grid_step, self.spline_pieces)
+        if self.spline_mode == "sum":  # L_j = Σ_i φ_j(z_i): one curve per output, shared by the inputs
+            coefficients = coefficients.unsqueeze(1).expand(self.rank, self.rank, -1)
+        # per_edge (and sum): L_j = Σ_i φ_ji(z_i), curve (j, i) evaluated at z_i
+        points = z.unsqueeze(-2).expand(*z.shape[:-1], self.rank, self.rank).flatten(-2)  # (..., r*r): z_i at (j, i)
+        curves = uniform_spline(points, coefficients.flatten(0, 1), self.grid_start, self.grid_step, self.spline_pieces)
+        return curves.unflatten(-1, (self.rank, self.rank)).sum(-1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.fixed_part(z) if self.self_projection is not None else None

@@ -1,15 +1,26 @@
 """B-spline knots and basis (the learnable part L of the ANL, AuroRA Eq. 7).
 
-The basis is evaluated with the Cox–de Boor recursion, vectorised over all basis functions at
-once: the only Python loop runs over the spline order (3 iterations for cubic splines), never
-over bases or rank units. Chapter: ``book/anl_explorer.md``.
+Two evaluations of the same functions:
+
+* :func:`bspline_basis` — the Cox–de Boor recursion for any knot vector, vectorised over all basis
+  functions (the only Python loop runs over the spline order). The reference, and the basis plots.
+* :func:`uniform_spline` — the closed form on a uniform grid, used in the ANL's hot path. A point
+  lies in one knot interval, where only ``order + 1`` bases are nonzero and each is a fixed
+  polynomial of the offset ``f ∈ [0, 1)`` inside the interval (a piece of the cardinal B-spline). So
+  ``Σ_k c_k B_k(z)`` is a polynomial per interval, whose coefficients are computed once per call
+  from ``c``; evaluating it gathers one row and needs memory independent of ``grid_size``.
+
+Chapters: ``book/anl_explorer.md``, ``book/cost.md``.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from numpy.polynomial import polynomial as npoly
 
-__all__ = ["uniform_knots", "bspline_basis", "num_bases"]
+__all__ = ["uniform_knots", "bspline_basis", "num_bases", "cardinal_bspline_pieces", "uniform_spline"]
 
 
 def num_bases(grid_size: int, spline_order: int) -> int:
@@ -75,3 +86,59 @@ def bspline_basis(x: torch.Tensor, knots: torch.Tensor, order: int) -> torch.Ten
         right = (t[k + 1 :] - x) / torch.where(right_den == 0, torch.ones_like(right_den), right_den)
         bases = left * bases[..., :-1] + right * bases[..., 1:]
     return bases
+
+
+def cardinal_bspline_pieces(order: int) -> torch.Tensor:
+    """``M`` of shape ``(order + 1, order + 1)``, float64: ``N_order(f + m) = Σ_p f^p M[p, m]`` for ``f ∈ [0, 1)``.
+
+    ``N_order`` is the cardinal B-spline on knots ``0, 1, …, order + 1``; on a uniform grid with step ``h`` and
+    first knot ``t_0``, the basis ``B_k(z) = N_order((z - t_0) / h - k)``. Built with the Cox–de Boor recursion
+    on polynomial coefficients: ``N_d(f + m) = (f + m)/d · N_{d-1}(f + m) + (d + 1 - f - m)/d · N_{d-1}(f + m - 1)``.
+    """
+    if order < 0:
+        raise ValueError(f"order must be an integer >= 0, got {order!r}")
+    pieces = [np.array([1.0])]
+    for degree in range(1, order + 1):
+        grown = []
+        for m in range(degree + 1):
+            poly = np.zeros(1)
+            if m < degree:
+                poly = npoly.polyadd(poly, npoly.polymul([m / degree, 1.0 / degree], pieces[m]))
+            if m > 0:
+                poly = npoly.polyadd(poly, npoly.polymul([(degree + 1 - m) / degree, -1.0 / degree], pieces[m - 1]))
+            grown.append(poly)
+        pieces = grown
+    matrix = np.zeros((order + 1, order + 1))
+    for m, poly in enumerate(pieces):
+        matrix[: len(poly), m] = poly
+    return torch.from_numpy(matrix)
+
+
+def uniform_spline(
+    z: torch.Tensor, coefficients: torch.Tensor, first_knot: float, step: float, pieces: torch.Tensor
+) -> torch.Tensor:
+    """Spline curves ``φ_c(z) = Σ_k coefficients[c, k] B_k(z)`` on the uniform grid ``t_i = first_knot + i·step``.
+
+    Args:
+        z: ``(..., C)``, the point at which each of the ``C`` curves is evaluated.
+        coefficients: ``(C, n_bases)``.
+        pieces: :func:`cardinal_bspline_pieces` of the spline order, in any dtype/device (cast here).
+
+    Returns:
+        ``(..., C)``, equal to ``(bspline_basis(z, knots, order) * coefficients).sum(-1)``; zero outside
+        ``[t_0, t_last)``. Autograd saves ``(..., C, order + 1)`` tensors: memory does not grow with ``n_bases``.
+    """
+    order = pieces.shape[0] - 1
+    pieces = pieces.to(coefficients)
+    n_intervals = coefficients.shape[-1] + order
+    # polynomial of interval i: Σ_m c[i - m] N(f + m), for i = 0 .. n_intervals - 1; one zero row for "outside"
+    windows = F.pad(coefficients, (order, order)).unfold(-1, order + 1, 1).flip(-1)  # (C, n_intervals, order + 1)
+    per_interval = F.pad(windows @ pieces.T, (0, 0, 0, 1))  # (C, n_intervals + 1, order + 1)
+    scaled = (z - first_knot) / step
+    interval = scaled.floor()
+    inside = (interval >= 0) & (interval < n_intervals)
+    index = torch.where(inside, interval, torch.full_like(interval, n_intervals)).long()
+    offset = torch.where(inside, scaled - interval, torch.zeros_like(scaled))
+    powers = offset.unsqueeze(-1) ** torch.arange(order + 1, device=z.device, dtype=z.dtype)  # (..., C, order + 1)
+    curves = torch.arange(coefficients.shape[0], device=z.device)
+    return (per_interval.to(z.dtype)[curves, index] * powers).sum(-1)

@@ -23,7 +23,7 @@ def reference_anl(anl: aurora.AdaptiveNonlinearLayer, z: np.ndarray) -> np.ndarr
         out += np.tanh(np.tanh(z) @ H.T)
     if anl.spline_coefficients is not None:
         c = anl.spline_coefficients.detach().double().numpy()
-        knots = anl.knots.double().numpy()
+        knots = anl.grid_start + anl.grid_step * np.arange(anl.knots.numel())  # the grid, in float64
         basis = np.stack([scipy_basis(z[:, i], knots, anl.spline_order) for i in range(r)], axis=1)  # (n, r, n_b)
         for j in range(r):
             if anl.spline_mode == "per_unit":
@@ -106,3 +106,56 @@ def test_anl_rejects_bad_options():
         aurora.AdaptiveNonlinearLayer(2, fixed=False, learnable=False)
     with pytest.raises(ValueError, match="grid_size"):
         aurora.AdaptiveNonlinearLayer(2, grid_size=0)
+
+
+def test_uniform_spline_matches_cox_de_boor():
+    from aurora.spline import cardinal_bspline_pieces, uniform_spline
+
+    torch.manual_seed(0)
+    for order, grid_size in [(0, 4), (1, 1), (3, 5), (3, 20), (5, 7)]:
+        knots = aurora.uniform_knots(grid_size, order, (-1.3, 0.7), dtype=torch.float64)
+        coefficients = torch.randn(3, grid_size + order, dtype=torch.float64)
+        z = torch.rand(2000, 3, dtype=torch.float64) * 8 - 4  # inside and outside the support
+        reference = (aurora.bspline_basis(z, knots, order) * coefficients).sum(-1)
+        ours = uniform_spline(z, coefficients, float(knots[0]), 2.0 / grid_size, cardinal_bspline_pieces(order))
+        torch.testing.assert_close(ours, reference, atol=1e-12, rtol=0)
+
+
+def test_cardinal_pieces_closed_form_cubic():
+    from aurora.spline import cardinal_bspline_pieces
+
+    f = np.linspace(0, 1, 11, endpoint=False)
+    values = np.vander(f, 4, increasing=True) @ cardinal_bspline_pieces(3).numpy()
+    expected = np.stack([f**3 / 6, (-3 * f**3 + 3 * f**2 + 3 * f + 1) / 6, (3 * f**3 - 6 * f**2 + 4) / 6, (1 - f) ** 3 / 6], axis=1)
+    np.testing.assert_allclose(values, expected, atol=1e-15)
+
+
+def test_anl_grid_matches_its_knots():
+    anl = aurora.AdaptiveNonlinearLayer(2, grid_size=7, spline_order=2, grid_range=(-2.0, 3.0))
+    expected = anl.grid_start + anl.grid_step * torch.arange(anl.knots.numel(), dtype=torch.float64)
+    torch.testing.assert_close(anl.knots.double(), expected, atol=1e-6, rtol=0)
+
+
+def saved_for_backward_bytes(mode: str, grid_size: int, tokens: int = 4096, rank: int = 2) -> int:
+    anl = aurora.AdaptiveNonlinearLayer(rank, fixed=False, grid_size=grid_size, spline_mode=mode)
+    z = torch.randn(tokens, rank, requires_grad=True)
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        if tensor is not z and not isinstance(tensor, torch.nn.Parameter):
+            total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        anl(z).sum().backward()
+    return total
+
+
+@pytest.mark.parametrize("mode", ["per_unit", "sum", "per_edge"])
+def test_activation_memory_does_not_grow_with_grid_size(mode):
+    """Issue: memory must not grow with grid size beyond the basis tensor; here it does not grow at all (per token)."""
+    tokens, rank = 4096, 2
+    growth = saved_for_backward_bytes(mode, 50, tokens, rank) - saved_for_backward_bytes(mode, 5, tokens, rank)
+    basis_tensor_growth = tokens * rank * 45 * 4  # what a (tokens, r, n_bases) fp32 basis would add
+    assert growth < 0.01 * basis_tensor_growth
