@@ -192,3 +192,18 @@ def test_summary_table_by_hand() -> None:
     assert (b["seeds"], b["mean"], b["min"], b["max"], b["median"], b["best_epoch"], b["wall_time_s"]) == (2, 0.75, 0.7, 0.8, 0.75, 1.5, 3.0)
     assert b["std"] == pytest.approx(0.1 / 2**0.5)
     assert table.loc["A", "seeds"] == 1 and pd.isna(table.loc["A", "std"])
+
+
+def test_quick_learning_rates_are_the_sweeps_best() -> None:
+    """QUICK_METHODS must carry the learning rates that the stored sweep (run_lr_sweep) found best."""
+    from aurora.results import RESULTS_DIR
+
+    path = RESULTS_DIR / tc.SWEEP_RESULTS / "runs.csv"
+    if not path.is_file():
+        pytest.skip("no stored learning-rate sweep")
+    sweep = pd.read_csv(path)
+    assert sorted(sweep["lr"].unique()) == sorted(tc.SWEEP_LEARNING_RATES)
+    for setting in tc.QUICK_METHODS:
+        rows = sweep[sweep["label"] == setting.label]
+        best = rows.loc[rows["best_metric"].idxmax(), "lr"]  # first of equal bests, in sweep order
+        assert setting.lr == best, setting.label
