@@ -4,8 +4,9 @@ The AuroRA paper claims its nonlinear update trains in about the time of LoRA (A
 15.28 h vs 15.05 h on LLaMA3-8B) and, merged, infers at no extra cost (Eq. 9); its complexity
 analysis (§2, "Computational Cost") gives O(b(d_in r + 2 r² + r d_out)). This script measures that,
 in one run, for the frozen base model, our LoRA, PEFT's LoRA (the reference implementation),
-MoSLoRA, AuroRA, AuroRA with the proposed closed-form spline (``benchmarks/fast_spline.py``) and
-LoRAN, on backbones of real width built from configs with random weights.
+MoSLoRA, AuroRA, LoRAN and, for comparison, AuroRA with its spline evaluated by the reference
+Cox–de Boor recursion (``aurora.bspline_basis``) instead of the package's closed form
+(``aurora.spline.uniform_spline``), on backbones of real width built from configs with random weights.
 
     python benchmarks/adapter_cost.py                          # CPU default (minutes on 2 quiet cores)
     python benchmarks/adapter_cost.py --threads 1 --clock cpu  # the same on a busy, shared machine
@@ -57,10 +58,10 @@ What is measured, per (model, rank, batch) case and method:
 * ``trainable_params``: adapter parameters (PEFT: parameters with ``requires_grad``).
 
 Outputs (``aurora.results.write_results``) in ``data/results/benchmark/``: ``timings.csv``,
-``layer_timings.csv`` (one adapted 768-wide layer, with the proposed closed-form spline and fused
-output of ``benchmarks/fast_spline.py`` and ``benchmarks/fused_output.py``), ``profile.csv`` (where a
-training step of one adapted layer spends its time, from ``torch.profiler``), ``memory_vs_grid.csv`` (saved bytes of one AuroRA layer versus the spline grid
-size), ``provenance.json`` and the figure ``adapter_cost.png``. Chapter: ``book/cost.md``.
+``layer_timings.csv`` (training step of one adapted 768-wide layer), ``profile.csv`` (where a
+training step of one adapted layer spends its time, from ``torch.profiler``), ``memory_vs_grid.csv``
+(saved bytes of one AuroRA layer versus the spline grid size), ``provenance.json`` and the figure
+``adapter_cost.png``. Chapter: ``book/cost.md``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ import math
 import os
 import sys
 import time
+import types
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -85,15 +87,14 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aurora  # noqa: E402
+from aurora.nonlinear import AdaptiveNonlinearLayer  # noqa: E402
 from aurora.results import write_results  # noqa: E402
-from benchmarks.fast_spline import adopt_closed_form_spline  # noqa: E402
-from benchmarks.fused_output import adopt_fused_output  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # peft on transformers 5
 
 RESULT_NAME = "benchmark"
 FIGURE_NAME = "adapter_cost.png"
-METHODS = ("base", "lora", "peft_lora", "moslora", "aurora", "aurora_closed_form", "loran")
+METHODS = ("base", "lora", "peft_lora", "moslora", "aurora", "aurora_cox_de_boor", "loran")
 PHASES = ("train", "infer_unmerged", "infer_merged")
 REFERENCE_METHOD = "lora"
 COLORS = {method: f"C{index}" for index, method in enumerate(METHODS)}
@@ -103,7 +104,7 @@ LABELS = {
     "peft_lora": "LoRA (PEFT)",
     "moslora": "MoSLoRA",
     "aurora": "AuroRA",
-    "aurora_closed_form": "AuroRA, closed-form spline (proposed)",
+    "aurora_cox_de_boor": "AuroRA, Cox–de Boor basis (reference)",
     "loran": "LoRAN",
 }
 
@@ -240,6 +241,35 @@ TINY_SWEEPS = [
 
 
 # -- building the variants ---------------------------------------------------------------------
+def cox_de_boor_learnable_part(anl: AdaptiveNonlinearLayer, z: torch.Tensor) -> torch.Tensor:
+    """``L(z)`` (Eq. 7) through the full Cox–de Boor basis ``aurora.bspline_basis`` (``(..., r, n_bases)``).
+
+    The same function as ``AdaptiveNonlinearLayer.learnable_part`` (the closed form on the uniform grid), in
+    all three spline modes: the ANL's path before the closed form landed, kept here to measure what it bought.
+    """
+    assert anl.spline_coefficients is not None
+    basis = aurora.bspline_basis(z, anl.knots, anl.spline_order)  # (..., r, n)
+    coefficients = anl.spline_coefficients.to(z.dtype)
+    if anl.spline_mode == "per_unit":  # L_j = Σ_k c_jk B_k(z_j)
+        return (basis * coefficients).sum(-1)
+    if anl.spline_mode == "sum":  # L_j = Σ_k c_jk Σ_i B_k(z_i)
+        return basis.sum(-2) @ coefficients.T
+    return basis.flatten(-2) @ coefficients.flatten(1).T  # per_edge: L_j = Σ_i Σ_k c_jik B_k(z_i)
+
+
+def use_cox_de_boor_basis(model: nn.Module) -> int:
+    """Make every ANL with a spline term in ``model`` evaluate it with :func:`cox_de_boor_learnable_part`; returns how many.
+
+    Only the method of these instances changes (parameters, buffers and state dicts do not).
+    """
+    count = 0
+    for module in model.modules():
+        if isinstance(module, AdaptiveNonlinearLayer) and module.spline_coefficients is not None:
+            module.learnable_part = types.MethodType(cox_de_boor_learnable_part, module)  # type: ignore[method-assign]
+            count += 1
+    return count
+
+
 def shared_copy(model: nn.Module) -> nn.Module:
     """A structural copy of ``model`` that shares its (frozen) parameters, so variants cost no weight memory."""
     return copy.deepcopy(model, memo={id(p): p for p in model.parameters()})
@@ -254,12 +284,12 @@ def build_variant(base: nn.Module, method: str, rank: int, targets: list[str]) -
         from peft import LoraConfig, get_peft_model
 
         return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0))
-    adapter_method = "aurora" if method == "aurora_closed_form" else method
+    adapter_method = "aurora" if method == "aurora_cox_de_boor" else method
     if adapter_method not in aurora.METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     aurora.add_adapters(model, aurora.AdapterConfig(method=adapter_method, rank=rank, alpha=2.0 * rank, target_modules=targets))
-    if method == "aurora_closed_form":
-        adopt_closed_form_spline(model)
+    if method == "aurora_cox_de_boor":
+        use_cox_de_boor_basis(model)
     return model
 
 
@@ -456,30 +486,26 @@ def run_case(sweep: Sweep, rank: int, batch: int, base: nn.Module, settings: Set
 
 
 # -- where the time goes: one adapted layer ----------------------------------------------------
-LAYER_VARIANTS = ("base", "lora", "lora+fused", "aurora", "aurora_closed_form", "aurora_closed_form+fused")
+LAYER_VARIANTS = ("base", "lora", "aurora", "aurora_cox_de_boor")
 
 
 def single_layer(variant: str, width: int, rank: int, grid_size: int = 5, device: str = "cpu") -> nn.Module:
-    """One frozen ``nn.Linear(width, width)`` named ``query``, wrapped as ``variant`` says.
+    """One frozen ``nn.Linear(width, width)`` named ``query``, wrapped with the adapter of ``variant``.
 
-    ``variant`` is a method of :data:`METHODS` other than ``peft_lora``, optionally with ``+fused``
-    (the prototype of ``benchmarks/fused_output.py``).
+    ``variant`` is a method of :data:`METHODS` other than ``peft_lora`` (``"base"``: no adapter).
     """
-    method, _, option = variant.partition("+")
-    if method not in METHODS or method == "peft_lora" or option not in ("", "fused"):
-        raise ValueError(f"variant must be one of {LAYER_VARIANTS} (or another method of {METHODS}); got {variant!r}")
+    if variant not in METHODS or variant == "peft_lora":
+        raise ValueError(f"variant must be one of {[m for m in METHODS if m != 'peft_lora']}; got {variant!r}")
     holder = nn.Sequential()
     holder.add_module("query", nn.Linear(width, width, device=device))
     holder.requires_grad_(False)
-    if method == "base":
+    if variant == "base":
         return holder
-    adapter_method = "aurora" if method == "aurora_closed_form" else method
+    adapter_method = "aurora" if variant == "aurora_cox_de_boor" else variant
     config = aurora.AdapterConfig(method=adapter_method, rank=rank, alpha=2.0 * rank, target_modules=["query"], grid_size=grid_size)
     aurora.add_adapters(holder, config)
-    if method == "aurora_closed_form":
-        adopt_closed_form_spline(holder)
-    if option == "fused":
-        adopt_fused_output(holder)
+    if variant == "aurora_cox_de_boor":
+        use_cox_de_boor_basis(holder)
     return holder
 
 
@@ -529,7 +555,7 @@ VIEW_OPS = frozenset({
 })
 
 
-def profile_rows(settings: Settings, methods: Sequence[str] = ("lora", "aurora", "aurora_closed_form", "aurora_closed_form+fused")) -> list[dict[str, Any]]:
+def profile_rows(settings: Settings, methods: Sequence[str] = ("lora", "aurora", "aurora_cox_de_boor")) -> list[dict[str, Any]]:
     """Per method, the aten ops of one training step of one adapted layer: calls and self time per step.
 
     ``calls_per_step`` counts every dispatch, nested ones included; ``top_level_calls_per_step`` only
@@ -579,7 +605,7 @@ def profile_rows(settings: Settings, methods: Sequence[str] = ("lora", "aurora",
     return rows
 
 
-def memory_vs_grid_rows(settings: Settings, methods: Sequence[str] = ("lora", "aurora", "aurora_closed_form")) -> list[dict[str, Any]]:
+def memory_vs_grid_rows(settings: Settings, methods: Sequence[str] = ("lora", "aurora", "aurora_cox_de_boor")) -> list[dict[str, Any]]:
     """Saved-for-backward bytes of one adapted layer versus ``grid_size``, next to the basis tensor's size."""
     tokens, width, rank = settings.profile_tokens, settings.profile_width, settings.profile_rank
     x = torch.randn(tokens, width, generator=torch.Generator().manual_seed(settings.seed))
