@@ -49,7 +49,11 @@ class AdapterConfig:
     # AuroRA: the Adaptive Nonlinear Layer (Eq. 5–8)
     fixed_nonlinearity: bool = field(default=True, metadata={"help": "keep F(z) = act(H act(z)); False = 'w/o F' (Table 4)"})
     learnable_nonlinearity: bool = field(default=True, metadata={"help": "keep the B-spline L(z); False = 'w/o L' (Table 4)"})
-    activation: str = field(default="tanh", metadata={"help": f"fixed activation in F, one of {ACTIVATIONS} (Table 5)"})
+    activation: str = field(
+        default="tanh",
+        metadata={"help": f"fixed activation in F = act(H act(z)), one of {ACTIVATIONS} (Table 5); applied twice, "
+                  "so leaky_relu scales negative inputs by slope² when H = I"},
+    )
     leaky_relu_slope: float = field(default=0.01, metadata={"help": "negative slope when activation='leaky_relu'"})
     grid_size: int = field(default=5, metadata={"help": "B-spline grid intervals (ours: KAN's default 5)"})
     spline_order: int = field(default=3, metadata={"help": "B-spline degree (ours: cubic, KAN's default)"})

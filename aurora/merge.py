@@ -4,7 +4,8 @@ LoRA, MoSLoRA, LoRAN and AuroRA-S (``form="static"``) are linear in ``x``, so th
 AuroRA's dynamic form ``s · B σ(A x)`` is not: no matrix reproduces it for every ``x``. Strategies:
 
 * ``"static"`` — the paper's ``ΔW = s · B σ(A)`` (σ on each column of ``A``). Note that
-  ``σ(A) x ≠ σ(A x)`` and that ``σ(0) ≠ 0`` is dropped.
+  ``σ(A) x ≠ σ(A x)``, and that with ``σ(0) ≠ 0`` (the spline term) ``ΔW x`` carries
+  ``s · B σ(0) · Σ_j x_j``: the offset is multiplied by the sum of the input's entries.
 * ``"linearized"`` — first-order Taylor expansion at ``z = 0``: ``σ(z) ≈ σ(0) + J z`` gives
   ``ΔW = s · B J A`` and a bias ``Δb = s · B σ(0)``; exact where ``A x`` stays small.
 * ``"least_squares"`` — fit ``σ(z) ≈ G z + c`` by least squares on ``z = A x`` for calibration inputs
@@ -136,14 +137,19 @@ def collect_calibration_inputs(model: nn.Module, batches: Iterable[object], max_
     """Run ``model`` on ``batches`` and keep up to ``max_rows`` input rows of every adapter layer.
 
     A batch is passed as ``model(**batch)`` if it is a mapping, ``model(*batch)`` if a tuple/list, else
-    ``model(batch)``. Returns ``{layer name: (n, d_in) fp32 tensor}``.
+    ``model(batch)``. A mapping's ``attention_mask`` drops padding positions from layer inputs shaped
+    ``(batch, sequence, d_in)``. Returns ``{layer name: (n, d_in) fp32 tensor}``.
     """
     collected: dict[str, list[torch.Tensor]] = {}
     handles = []
+    mask: torch.Tensor | None = None
 
     def recorder(name: str):
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            rows = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+            inputs = args[0].detach()
+            if mask is not None and inputs.shape[:-1] == mask.shape:
+                inputs = inputs[mask.bool()]
+            rows = inputs.reshape(-1, inputs.shape[-1]).float()
             have = sum(t.shape[0] for t in collected.setdefault(name, []))
             if have < max_rows:
                 collected[name].append(rows[: max_rows - have])
@@ -157,6 +163,7 @@ def collect_calibration_inputs(model: nn.Module, batches: Iterable[object], max_
     try:
         for batch in batches:
             if isinstance(batch, Mapping):
+                mask = batch.get("attention_mask")
                 model(**batch)
             elif isinstance(batch, (tuple, list)):
                 model(*batch)

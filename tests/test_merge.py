@@ -135,3 +135,15 @@ def test_collect_calibration_inputs():
     assert calibration["query"].shape == (20, 12)
     torch.testing.assert_close(calibration["query"][:7], batches[0])
     assert model.training is False
+
+
+def test_calibration_skips_padding_positions():
+    from test_inject import tiny_roberta
+
+    model = tiny_roberta()
+    aurora.add_adapters(model, aurora.AdapterConfig(method="aurora", target_modules=["query"]))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    batch = dict(input_ids=torch.randint(0, 100, (2, 5)), attention_mask=mask)
+    calibration = aurora.collect_calibration_inputs(model, [batch])
+    name = aurora.adapter_layers(model)[0][0]
+    assert calibration[name].shape == (8, 32)  # 3 + 5 real tokens, padding left out
