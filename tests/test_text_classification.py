@@ -172,7 +172,7 @@ def test_full_mode_code_path_on_a_tiny_model(monkeypatch, tmp_path) -> None:
     folder = tc.run_full(models=["roberta-base"], tasks=["rte", "stsb"], seeds=[0], device="cpu", methods=methods,
                          checkpoint_dir=tmp_path / "checkpoints", progress=False, results_dir=tmp_path)
     runs = pd.read_csv(folder / "runs.csv")
-    assert list(runs["task"]) == ["rte", "stsb"] and list(runs["metric"]) == ["accuracy", "pearson"]
+    assert list(runs["task"]) == ["rte", "stsb"] and list(runs["metric_name"]) == ["accuracy", "pearson"]
     assert (runs["lr"] == 5e-3).all() and (runs["epochs"] == 2).all()
     assert (tmp_path / "checkpoints" / "roberta-base" / "stsb" / "AuroRA_r=2_seed0" / "checkpoint.pt").is_file()
     assert runs["best_metric"].between(-1, 1).all()
@@ -203,7 +203,38 @@ def test_quick_learning_rates_are_the_sweeps_best() -> None:
         pytest.skip("no stored learning-rate sweep")
     sweep = pd.read_csv(path)
     assert sorted(sweep["lr"].unique()) == sorted(tc.SWEEP_LEARNING_RATES)
-    for setting in tc.QUICK_METHODS:
-        rows = sweep[sweep["label"] == setting.label]
-        best = rows.loc[rows["best_metric"].idxmax(), "lr"]  # first of equal bests, in sweep order
-        assert setting.lr == best, setting.label
+    assert tc.best_learning_rates(sweep) == {m.label: m.lr for m in tc.QUICK_METHODS}
+
+
+def test_best_learning_rates_by_hand() -> None:
+    sweep = pd.DataFrame(
+        [dict(label="A", lr=lr, seed=seed, best_metric=value)
+         for lr, values in {0.1: (0.70, 0.80), 0.01: (0.76, 0.74), 0.001: (0.60, 0.61)}.items()
+         for seed, value in enumerate(values)]
+        + [dict(label="B", lr=lr, seed=0, best_metric=0.5) for lr in (0.1, 0.01)]
+    )
+    assert tc.best_learning_rates(sweep) == {"A": 0.01, "B": 0.01}  # A: tie 0.75 = 0.75, the smaller rate wins
+
+
+def test_plots_draw_every_method() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows, epoch_rows = [], []
+    for label, method, rank, params in [("Head only", "head", 0, 0), ("LoRA r=8", "lora", 8, 80), ("LoRA r=2", "lora", 2, 20),
+                                        ("AuroRA r=2", "aurora", 2, 21), ("LoRAN r=2", "loran", 2, 20)]:
+        for seed in (0, 1):
+            rows.append(dict(model="m", task="t", label=label, method=method, rank=rank, seed=seed, adapter_params=params,
+                             best_metric=0.7 + 0.01 * seed + 0.001 * rank, metric_name="accuracy"))
+            epoch_rows += [dict(label=label, method=method, rank=rank, seed=seed, epoch=e, metric=0.6 + 0.05 * e) for e in (1, 2)]
+    runs, epochs = pd.DataFrame(rows), pd.DataFrame(epoch_rows)
+    fig, (left, right) = plt.subplots(1, 2)
+    tc.plot_parameters_vs_metric(runs, left, reference=0.65)
+    tc.plot_epoch_curves(runs, epochs, right)
+    legend = [t.get_text() for t in left.get_legend().get_texts()]
+    assert set(legend) == {"Head only (no adapters)", "majority class", "LoRA r=8", "LoRA r=2", "AuroRA r=2", "LoRAN r=2"}
+    assert left.get_ylabel() == "best-epoch accuracy" and left.get_xscale() == "log"
+    assert [line.get_label() for line in right.get_lines()] == ["Head only", "LoRA r=8", "LoRA r=2", "AuroRA r=2", "LoRAN r=2"]
+    plt.close(fig)
