@@ -288,13 +288,8 @@ def _static_features(layer: AdapterLayer) -> torch.Tensor:
 
 def _features(layer: AdapterLayer, inputs: torch.Tensor) -> torch.Tensor:
     """``s · σ(A x)`` (or ``s · A x`` for LoRA): the layer's r-dimensional hidden output, ``(n, r)``."""
-    if isinstance(layer, AuroraLayer):
-        hidden = inputs @ layer.activated_down_projection().T if layer.form == "static" else layer.anl(inputs @ layer.lora_A.T)
-    elif isinstance(layer, MoSLoraLayer):
-        hidden = inputs @ layer.lora_A.T @ layer.lora_mixer.T
-    elif isinstance(layer, LoraLayer):
-        hidden = inputs @ layer.lora_A.T
-    else:
+    hidden = layer.hidden(inputs)
+    if hidden is None:
         raise ValueError(f"fit_adapter_map fits lora, moslora and aurora layers; got {type(layer).__name__}")
     return layer.scaling * hidden
 
