@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .specs import DataSpec, debian_file, ensure_hub, hub_offline_requested, hub_unavailable, subsample_indices
+from .specs import DataSpec, debian_file, load_hub_dataset, subsample_indices
 
 FASHION_MNIST_DIR = "usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
@@ -129,17 +129,8 @@ def _offline(name: str, n_train: int | None, n_test: int | None, seed: int) -> I
 def _hub(name: str, n_train: int | None, n_test: int | None, seed: int, image_size: int | None) -> ImageSplits:
     hub = HUB_IMAGE_SETS[name]
     what = f"image set {name!r} ({hub.hub_id})"
-    ensure_hub(what, OFFLINE_IMAGE_SUBSTITUTE)
-    try:
-        import datasets
-    except ImportError as error:
-        raise ImportError(f"{what} needs the `datasets` package: pip install 'aurora[hub]'") from error
-    try:
-        hub_splits = datasets.load_dataset(hub.hub_id)
-    except OSError as error:
-        if hub_offline_requested():
-            raise hub_unavailable(what, OFFLINE_IMAGE_SUBSTITUTE, f"HF_HUB_OFFLINE is set: {error}") from error
-        raise
+    hub_splits = load_hub_dataset(what, OFFLINE_IMAGE_SUBSTITUTE, hub.hub_id)
+    import datasets  # importable: load_hub_dataset succeeded
     side = image_size or hub.image_size
     features = hub_splits[hub.train_split].features
     image_column = next(column for column, feature in features.items() if isinstance(feature, datasets.Image))

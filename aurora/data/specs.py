@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -97,6 +98,22 @@ def ensure_hub(what: str, substitute: str) -> None:
     """
     if not hub_offline_requested() and not hub_reachable():
         raise hub_unavailable(what, substitute, "huggingface.co is unreachable from this machine")
+
+
+def load_hub_dataset(what: str, substitute: str, *args: str) -> Any:
+    """``datasets.load_dataset(*args)`` with the hub loaders' offline behaviour: fail fast when the hub is
+    unreachable, and raise :func:`hub_unavailable`'s message when HF_HUB_OFFLINE is set and the cache misses."""
+    ensure_hub(what, substitute)
+    try:
+        import datasets
+    except ImportError as error:
+        raise ImportError(f"{what} needs the `datasets` package: pip install 'aurora[hub]'") from error
+    try:
+        return datasets.load_dataset(*args)
+    except OSError as error:  # ConnectionError, missing cache entries with HF_HUB_OFFLINE=1, ...
+        if hub_offline_requested():
+            raise hub_unavailable(what, substitute, f"HF_HUB_OFFLINE is set: {error}") from error
+        raise
 
 
 def debian_file(package: str, relative_path: str) -> Path:

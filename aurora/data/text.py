@@ -18,7 +18,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .specs import DataSpec, debian_file, ensure_hub, hub_offline_requested, hub_unavailable, subsample_indices
+from .specs import DataSpec, debian_file, load_hub_dataset, subsample_indices
 
 TextInput = Union[str, tuple[str, str]]  # one sentence, or a sentence pair (GLUE's MRPC, RTE, ...)
 Example = tuple[TextInput, Union[int, float]]
@@ -129,17 +129,7 @@ def _fine_foods(n_train: int | None, n_test: int | None, seed: int) -> TextSplit
 def _glue(task: str, n_train: int | None, n_test: int | None, seed: int) -> TextSplits:
     first, second, eval_split = GLUE_TASKS[task]
     what = f"GLUE task {task!r} ({GLUE_HUB_ID})"
-    ensure_hub(what, OFFLINE_TEXT_SUBSTITUTE)
-    try:
-        import datasets
-    except ImportError as error:
-        raise ImportError(f"{what} needs the `datasets` package: pip install 'aurora[hub]'") from error
-    try:
-        hub_splits = datasets.load_dataset(GLUE_HUB_ID, task)
-    except OSError as error:  # ConnectionError, missing cache entries with HF_HUB_OFFLINE=1, ...
-        if hub_offline_requested():
-            raise hub_unavailable(what, OFFLINE_TEXT_SUBSTITUTE, f"HF_HUB_OFFLINE is set: {error}") from error
-        raise
+    hub_splits = load_hub_dataset(what, OFFLINE_TEXT_SUBSTITUTE, GLUE_HUB_ID, task)
     label_feature = hub_splits["train"].features["label"]
     label_names = tuple(getattr(label_feature, "names", ()))
     result = []
