@@ -11,14 +11,14 @@ Chapter: ``book/anl_explorer.md``.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ACTIVATIONS, SELF_PROJECTION_INITS, SPLINE_MODES, require_choice
-from .spline import cardinal_bspline_pieces, num_bases, uniform_knots, uniform_spline
+from .spline import horner, interval_polynomial_map, locate, num_bases, polynomial_table, uniform_knots, uniform_spline
 
 __all__ = ["get_activation", "sinter", "AdaptiveNonlinearLayer"]
 
@@ -87,6 +87,7 @@ class AdaptiveNonlinearLayer(nn.Module):
         self.rank = rank
         self.activation_name = activation
         self.activation = get_activation(activation, leaky_relu_slope)
+        self.leaky_relu_slope = leaky_relu_slope
         self.spline_order = spline_order
         self.spline_mode = spline_mode
         self.self_projection: nn.Parameter | None = None
@@ -101,9 +102,9 @@ class AdaptiveNonlinearLayer(nn.Module):
         self.register_buffer("knots", uniform_knots(grid_size, spline_order, grid_range), persistent=True)
         self.grid_step = (float(grid_range[1]) - float(grid_range[0])) / grid_size
         self.grid_start = float(grid_range[0]) - spline_order * self.grid_step  # = knots[0], in float64
-        self.register_buffer("spline_pieces", cardinal_bspline_pieces(spline_order), persistent=False)
+        n = num_bases(grid_size, spline_order)
+        self.register_buffer("spline_polynomial_map", interval_polynomial_map(n, spline_order), persistent=False)
         if learnable:
-            n = num_bases(grid_size, spline_order)
             shape = (rank, rank, n) if spline_mode == "per_edge" else (rank, n)
             self.spline_coefficients = nn.Parameter(torch.randn(shape) * spline_init_scale)
 
@@ -117,15 +118,16 @@ class AdaptiveNonlinearLayer(nn.Module):
         assert self.spline_coefficients is not None
         coefficients = self.spline_coefficients.to(z.dtype)
         if self.spline_mode == "per_unit":  # L_j = φ_j(z_j)
-            return uniform_spline(z, coefficients, self.grid_start, self.grid_step, self.spline_pieces)
+            return uniform_spline(z, coefficients, self.grid_start, self.grid_step, self.spline_polynomial_map)
         if self.spline_mode == "sum":  # L_j = Σ_i φ_j(z_i): one curve per output, shared by the inputs
             coefficients = coefficients.unsqueeze(1).expand(self.rank, self.rank, -1)
         # per_edge (and sum): L_j = Σ_i φ_ji(z_i), curve (j, i) evaluated at z_i
         points = z.unsqueeze(-2).expand(*z.shape[:-1], self.rank, self.rank).flatten(-2)  # (..., r*r): z_i at (j, i)
-        curves = uniform_spline(points, coefficients.flatten(0, 1), self.grid_start, self.grid_step, self.spline_pieces)
+        curves = uniform_spline(points, coefficients.flatten(0, 1), self.grid_start, self.grid_step, self.spline_polynomial_map)
         return curves.unflatten(-1, (self.rank, self.rank)).sum(-1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def autograd_forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``σ(z) = F(z) + L(z)`` from :meth:`fixed_part` and :meth:`learnable_part`, in plain autograd ops."""
         out = self.fixed_part(z) if self.self_projection is not None else None
         if self.spline_coefficients is not None:
             spline = self.learnable_part(z)
@@ -133,9 +135,137 @@ class AdaptiveNonlinearLayer(nn.Module):
         assert out is not None
         return out
 
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``σ(z)``, the same function as :meth:`autograd_forward`, whose graph holds some 30 small ops, as one
+        autograd node with a hand-written backward. Under ``torch.func`` transforms (``vmap``, ``jacrev``, …)
+        it takes :meth:`autograd_forward`."""
+        if torch._C._are_functorch_transforms_active():
+            return self.autograd_forward(z)
+        projection = None if self.self_projection is None else self.self_projection.to(z.dtype)
+        coefficients = None if self.spline_coefficients is None else self.spline_coefficients.to(z.dtype)
+        return _AnlFunction.apply(z, projection, coefficients, self)
+
+    def _intermediates(self, z: torch.Tensor, projection: torch.Tensor | None, coefficients: torch.Tensor | None) -> _AnlIntermediates:
+        """The values the backward needs, in plain (differentiable) torch ops."""
+        out = inner = hidden = outer = offset = row = rows = None
+        if projection is not None:  # F(z) = act(H act(z))
+            inner = self.activation(z)
+            hidden = inner @ projection.T
+            outer = self.activation(hidden)
+            out = outer
+        if coefficients is not None:  # L(z): curve (j, i) at z_i, summed over i unless per_unit
+            table = self._curve_table(coefficients)
+            offset, row = locate(self._points(z), table.shape[1], self.grid_start, self.grid_step)
+            rows = table.flatten(0, 1)[row]
+            spline = horner(rows, offset)
+            if self.spline_mode != "per_unit":
+                spline = spline.unflatten(-1, (self.rank, self.rank)).sum(-1)
+            out = spline if out is None else out + spline
+        assert out is not None
+        return _AnlIntermediates(out, inner, hidden, outer, offset, row, rows)
+
+    def _points(self, z: torch.Tensor) -> torch.Tensor:
+        """Where the curves are evaluated: ``z`` (per_unit) or ``z_i`` for curve ``(j, i)``, ``(..., r*r)``."""
+        if self.spline_mode == "per_unit":
+            return z
+        return z.unsqueeze(-2).expand(*z.shape[:-1], self.rank, self.rank).flatten(-2)
+
+    def _curve_table(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """Per-interval polynomials of every curve: ``(r, …)`` per_unit, ``(r*r, …)`` sum and per_edge."""
+        if self.spline_mode == "sum":  # curve (j, i) = curve j for every input i
+            coefficients = coefficients.unsqueeze(1).expand(self.rank, self.rank, -1)
+        return polynomial_table(coefficients.reshape(-1, coefficients.shape[-1]), self.spline_polynomial_map)
+
+    def _backward(
+        self, grad: torch.Tensor, z: torch.Tensor, projection: torch.Tensor | None, coefficients: torch.Tensor | None,
+        saved: _AnlIntermediates, needs_grad: tuple[bool, ...],
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Gradients of ``Σ grad · σ(z)`` with respect to ``z``, ``H`` and the spline coefficients."""
+        grad_z = grad_projection = grad_coefficients = None
+        if projection is not None:
+            assert saved.inner is not None and saved.hidden is not None and saved.outer is not None
+            grad_hidden = self._activation_backward(grad, saved.hidden, saved.outer)
+            if needs_grad[1]:
+                grad_projection = grad_hidden.reshape(-1, self.rank).T @ saved.inner.reshape(-1, self.rank)
+            if needs_grad[0]:
+                grad_z = self._activation_backward(grad_hidden @ projection, z, saved.inner)
+        if coefficients is not None:
+            assert saved.offset is not None and saved.row is not None and saved.rows is not None
+            offset, rows, order = saved.offset, saved.rows, saved.rows.shape[-1] - 1
+            grad_points = grad  # grad_j at curve (j, i)
+            if self.spline_mode != "per_unit":
+                grad_points = grad.unsqueeze(-1).expand(*grad.shape, self.rank).flatten(-2)
+            if needs_grad[0] and order > 0:  # dφ/dz = (dP/df) / step
+                weights = torch.arange(1, order + 1, dtype=rows.dtype, device=rows.device) / self.grid_step
+                grad_spline = grad_points * horner(rows[..., 1:] * weights, offset)
+                if self.spline_mode != "per_unit":  # z_i feeds curves (j, i) for every j
+                    grad_spline = grad_spline.unflatten(-1, (self.rank, self.rank)).sum(-2)
+                grad_z = grad_spline if grad_z is None else grad_z + grad_spline
+            if needs_grad[2]:  # ∂φ/∂P[row, p] = f^p at the points on that row
+                scaled_powers = [grad_points]  # grad · f^p by repeated products (cheaper than a broadcast pow)
+                for _ in range(order):
+                    scaled_powers.append(scaled_powers[-1] * offset)
+                contributions = torch.stack(scaled_powers, -1).reshape(-1, order + 1)
+                curves, rows_per_curve = offset.shape[-1], self.spline_polynomial_map.shape[1]
+                grad_table = contributions.new_zeros(curves * rows_per_curve, order + 1).index_add(0, saved.row.reshape(-1), contributions)
+                grad_table = grad_table.view(curves, -1)
+                if self.spline_mode == "sum":
+                    grad_table = grad_table.view(self.rank, self.rank, -1).sum(1)
+                grad_coefficients = (grad_table @ self.spline_polynomial_map.flatten(1).T.to(grad_table)).view(coefficients.shape)
+        if needs_grad[0] and grad_z is None:
+            grad_z = torch.zeros_like(z)
+        return grad_z, grad_projection, grad_coefficients
+
+    def _activation_backward(self, grad: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """``grad · act'(before)``, where ``after = act(before)``."""
+        if self.activation_name == "tanh":
+            return torch.ops.aten.tanh_backward(grad, after)
+        if self.activation_name == "sigmoid":
+            return torch.ops.aten.sigmoid_backward(grad, after)
+        return torch.ops.aten.leaky_relu_backward(grad, before, self.leaky_relu_slope, False)
+
     def extra_repr(self) -> str:
         return (
             f"rank={self.rank}, activation={self.activation_name}, fixed={self.self_projection is not None}, "
             f"learnable={self.spline_coefficients is not None}, spline_mode={self.spline_mode}, "
             f"knots={self.knots.numel()}, order={self.spline_order}"
         )
+
+
+class _AnlIntermediates(NamedTuple):
+    """What the ANL's forward computes and its backward reuses (``None`` where a part is switched off)."""
+
+    out: torch.Tensor  # σ(z)
+    inner: torch.Tensor | None  # act(z)
+    hidden: torch.Tensor | None  # H act(z)
+    outer: torch.Tensor | None  # F(z) = act(H act(z))
+    offset: torch.Tensor | None  # f ∈ [0, 1) of each spline point in its knot interval
+    row: torch.Tensor | None  # its row of the flattened polynomial table (int64)
+    rows: torch.Tensor | None  # that row's polynomial coefficients, (..., curves, order + 1)
+
+
+class _AnlFunction(torch.autograd.Function):
+    """``σ(z)`` as one autograd node: forward and backward in a handful of ops each (``book/cost.md``).
+
+    For a double backward (``create_graph=True``) the backward recomputes the intermediates with plain,
+    differentiable ops, so that autograd sees how they depend on the inputs.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, z: torch.Tensor, projection: torch.Tensor | None, coefficients: torch.Tensor | None, anl: AdaptiveNonlinearLayer
+    ) -> torch.Tensor:
+        parts = anl._intermediates(z, projection, coefficients)
+        ctx.anl = anl
+        ctx.save_for_backward(z, projection, coefficients, *parts[1:])
+        return parts.out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        z, projection, coefficients, *kept = ctx.saved_tensors
+        anl: AdaptiveNonlinearLayer = ctx.anl
+        if torch.is_grad_enabled():
+            saved = anl._intermediates(z, projection, coefficients)
+        else:
+            saved = _AnlIntermediates(grad, *kept)  # out is not needed
+        return (*anl._backward(grad, z, projection, coefficients, saved, ctx.needs_input_grad[:3]), None)

@@ -7,8 +7,10 @@ Two evaluations of the same functions:
 * :func:`uniform_spline` — the closed form on a uniform grid, used in the ANL's hot path. A point
   lies in one knot interval, where only ``order + 1`` bases are nonzero and each is a fixed
   polynomial of the offset ``f ∈ [0, 1)`` inside the interval (a piece of the cardinal B-spline). So
-  ``Σ_k c_k B_k(z)`` is a polynomial per interval, whose coefficients are computed once per call
-  from ``c``; evaluating it gathers one row and needs memory independent of ``grid_size``.
+  ``Σ_k c_k B_k(z)`` is a polynomial per interval, whose coefficients are one matrix product of
+  ``c`` with :func:`interval_polynomial_map` per call; each point gathers one row and evaluates it by
+  Horner's rule, with memory independent of ``grid_size``. The ANL's hand-written backward
+  (:mod:`aurora.nonlinear`) reuses these pieces.
 
 Chapters: ``book/anl_explorer.md``, ``book/cost.md``.
 """
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from numpy.polynomial import polynomial as npoly
 
-__all__ = ["uniform_knots", "bspline_basis", "num_bases", "cardinal_bspline_pieces", "uniform_spline"]
+__all__ = ["uniform_knots", "bspline_basis", "num_bases", "cardinal_bspline_pieces", "interval_polynomial_map", "polynomial_table", "locate", "horner", "uniform_spline"]
 
 
 def num_bases(grid_size: int, spline_order: int) -> int:
@@ -114,31 +116,64 @@ def cardinal_bspline_pieces(order: int) -> torch.Tensor:
     return torch.from_numpy(matrix)
 
 
+def interval_polynomial_map(n_bases: int, order: int) -> torch.Tensor:
+    """The linear map from spline coefficients to per-interval polynomials, ``(n_bases, n_intervals + 2, order + 1)``, float64.
+
+    On the uniform grid, interval ``i`` (``0 <= i < n_intervals = n_bases + order``) carries the polynomial
+    ``Σ_p f^p P[i, p]`` of the offset ``f ∈ [0, 1)``, with ``P[i, p] = Σ_m c[i - m] M[p, m]`` (``M`` from
+    :func:`cardinal_bspline_pieces`, ``c[j] = 0`` outside ``0 <= j < n_bases``). The table is
+    ``coefficients @ map``; its rows are interval ``i`` at ``i + 1`` and a zero row at each end, where points left and
+    right of the support land.
+    """
+    pieces = cardinal_bspline_pieces(order)
+    identity = torch.eye(n_bases, dtype=torch.float64)
+    windows = F.pad(identity, (order, order)).unfold(-1, order + 1, 1).flip(-1)  # (n_bases, n_intervals, order + 1): c[i - m]
+    return F.pad(windows @ pieces.T, (0, 0, 1, 1))
+
+
+def polynomial_table(coefficients: torch.Tensor, polynomial_map: torch.Tensor) -> torch.Tensor:
+    """Per-interval polynomials of the curves ``coefficients`` (``(C, n_bases)``): ``(C, n_intervals + 2, order + 1)``."""
+    if polynomial_map.shape[0] != coefficients.shape[-1]:
+        raise ValueError(f"polynomial_map is for {polynomial_map.shape[0]} bases, coefficients have {coefficients.shape[-1]}")
+    table = coefficients @ polynomial_map.flatten(1).to(coefficients)
+    return table.view(coefficients.shape[0], *polynomial_map.shape[1:])
+
+
+def locate(z: torch.Tensor, rows_per_curve: int, first_knot: float, step: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """For ``z`` of shape ``(..., C)``: the offset ``f ∈ [0, 1)`` in the knot interval and the row of the flattened table.
+
+    Curve ``c``'s rows are ``c * rows_per_curve + 0 .. rows_per_curve - 1``; points outside the support (NaN and
+    ±inf included) land on its first or last row, both zero.
+    """
+    scaled = torch.nan_to_num((z - first_knot) / step, nan=-1.0).clamp(-1.0, rows_per_curve - 2.0)
+    interval = scaled.floor()
+    first_row = torch.arange(1, z.shape[-1] * rows_per_curve, rows_per_curve, device=z.device)
+    return scaled - interval, interval.long() + first_row
+
+
+def horner(coefficients: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """``Σ_p coefficients[..., p] f^p`` by Horner's rule."""
+    value = coefficients[..., -1]
+    for p in range(coefficients.shape[-1] - 2, -1, -1):
+        value = torch.addcmul(coefficients[..., p], value, f)
+    return value
+
+
 def uniform_spline(
-    z: torch.Tensor, coefficients: torch.Tensor, first_knot: float, step: float, pieces: torch.Tensor
+    z: torch.Tensor, coefficients: torch.Tensor, first_knot: float, step: float, polynomial_map: torch.Tensor
 ) -> torch.Tensor:
     """Spline curves ``φ_c(z) = Σ_k coefficients[c, k] B_k(z)`` on the uniform grid ``t_i = first_knot + i·step``.
 
     Args:
         z: ``(..., C)``, the point at which each of the ``C`` curves is evaluated.
         coefficients: ``(C, n_bases)``.
-        pieces: :func:`cardinal_bspline_pieces` of the spline order, in any dtype/device (cast here).
+        polynomial_map: :func:`interval_polynomial_map` for ``n_bases`` and the spline order, any dtype/device.
 
     Returns:
         ``(..., C)``, equal to ``(bspline_basis(z, knots, order) * coefficients).sum(-1)``; zero outside
-        ``[t_0, t_last)``. Autograd saves ``(..., C, order + 1)`` tensors: memory does not grow with ``n_bases``.
+        ``[t_0, t_last)``. Plain autograd (double backward too); what it saves, ``(..., C)`` and
+        ``(..., C, order + 1)`` tensors, does not grow with ``n_bases``.
     """
-    order = pieces.shape[0] - 1
-    pieces = pieces.to(coefficients)
-    n_intervals = coefficients.shape[-1] + order
-    # polynomial of interval i: Σ_m c[i - m] N(f + m), for i = 0 .. n_intervals - 1; one zero row for "outside"
-    windows = F.pad(coefficients, (order, order)).unfold(-1, order + 1, 1).flip(-1)  # (C, n_intervals, order + 1)
-    per_interval = F.pad(windows @ pieces.T, (0, 0, 0, 1))  # (C, n_intervals + 1, order + 1)
-    scaled = (z - first_knot) / step
-    interval = scaled.floor()
-    inside = (interval >= 0) & (interval < n_intervals)
-    index = torch.where(inside, interval, torch.full_like(interval, n_intervals)).long()
-    offset = torch.where(inside, scaled - interval, torch.zeros_like(scaled))
-    powers = offset.unsqueeze(-1) ** torch.arange(order + 1, device=z.device, dtype=z.dtype)  # (..., C, order + 1)
-    curves = torch.arange(coefficients.shape[0], device=z.device)
-    return (per_interval.to(z.dtype)[curves, index] * powers).sum(-1)
+    table = polynomial_table(coefficients, polynomial_map).to(z.dtype)
+    offset, row = locate(z, table.shape[1], first_knot, step)
+    return horner(table.flatten(0, 1)[row], offset)

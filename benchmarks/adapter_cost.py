@@ -7,6 +7,9 @@ in one run, for the frozen base model, our LoRA, PEFT's LoRA (the reference impl
 MoSLoRA, AuroRA, LoRAN and, for comparison, AuroRA with its spline evaluated by the reference
 Cox–de Boor recursion (``aurora.bspline_basis``) instead of the package's closed form
 (``aurora.spline.uniform_spline``), on backbones of real width built from configs with random weights.
+On one adapted layer it also times AuroRA with the closed form left to autograd
+(``AdaptiveNonlinearLayer.autograd_forward``) instead of the package's single autograd node with a
+hand-written backward.
 
     python benchmarks/adapter_cost.py                          # CPU default (minutes on 2 quiet cores)
     python benchmarks/adapter_cost.py --threads 1 --clock cpu  # the same on a busy, shared machine
@@ -87,6 +90,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aurora  # noqa: E402
+from aurora.config import require_choice  # noqa: E402
 from aurora.nonlinear import AdaptiveNonlinearLayer  # noqa: E402
 from aurora.results import write_results  # noqa: E402
 
@@ -257,17 +261,40 @@ def cox_de_boor_learnable_part(anl: AdaptiveNonlinearLayer, z: torch.Tensor) -> 
     return basis.flatten(-2) @ coefficients.flatten(1).T  # per_edge: L_j = Σ_i Σ_k c_jik B_k(z_i)
 
 
-def use_cox_de_boor_basis(model: nn.Module) -> int:
-    """Make every ANL with a spline term in ``model`` evaluate it with :func:`cox_de_boor_learnable_part`; returns how many.
+def cox_de_boor_forward(anl: AdaptiveNonlinearLayer, z: torch.Tensor) -> torch.Tensor:
+    """``σ(z) = F(z) + L(z)`` in plain autograd, with ``L`` from :func:`cox_de_boor_learnable_part`."""
+    out = anl.fixed_part(z) if anl.self_projection is not None else None
+    if anl.spline_coefficients is not None:
+        spline = cox_de_boor_learnable_part(anl, z)
+        out = spline if out is None else out + spline
+    assert out is not None
+    return out
 
-    Only the method of these instances changes (parameters, buffers and state dicts do not).
+
+# the reference forms of AuroRA's ANL that the benchmark compares with the package's (``AdaptiveNonlinearLayer.forward``)
+ANL_FORWARDS: dict[str, Callable[[AdaptiveNonlinearLayer, torch.Tensor], torch.Tensor]] = {
+    "aurora_cox_de_boor": cox_de_boor_forward,  # the textbook recursion, autograd
+    "aurora_autograd": AdaptiveNonlinearLayer.autograd_forward,  # the closed form, autograd (no hand-written backward)
+}
+
+
+def use_anl_forward(model: nn.Module, variant: str) -> int:
+    """Make every ANL in ``model`` compute σ with the reference form ``ANL_FORWARDS[variant]``; returns how many.
+
+    Only the ``forward`` of these instances changes (parameters, buffers and state dicts do not).
     """
+    require_choice("variant", variant, tuple(ANL_FORWARDS))
     count = 0
     for module in model.modules():
-        if isinstance(module, AdaptiveNonlinearLayer) and module.spline_coefficients is not None:
-            module.learnable_part = types.MethodType(cox_de_boor_learnable_part, module)  # type: ignore[method-assign]
+        if isinstance(module, AdaptiveNonlinearLayer):
+            module.forward = types.MethodType(ANL_FORWARDS[variant], module)  # type: ignore[method-assign]
             count += 1
     return count
+
+
+def adapter_method_of(variant: str) -> str:
+    """The ``aurora.AdapterConfig`` method behind a benchmark method or variant name."""
+    return "aurora" if variant in ANL_FORWARDS else variant
 
 
 def shared_copy(model: nn.Module) -> nn.Module:
@@ -284,12 +311,12 @@ def build_variant(base: nn.Module, method: str, rank: int, targets: list[str]) -
         from peft import LoraConfig, get_peft_model
 
         return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0))
-    adapter_method = "aurora" if method == "aurora_cox_de_boor" else method
+    adapter_method = adapter_method_of(method)
     if adapter_method not in aurora.METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     aurora.add_adapters(model, aurora.AdapterConfig(method=adapter_method, rank=rank, alpha=2.0 * rank, target_modules=targets))
-    if method == "aurora_cox_de_boor":
-        use_cox_de_boor_basis(model)
+    if method in ANL_FORWARDS:
+        use_anl_forward(model, method)
     return model
 
 
@@ -486,26 +513,27 @@ def run_case(sweep: Sweep, rank: int, batch: int, base: nn.Module, settings: Set
 
 
 # -- where the time goes: one adapted layer ----------------------------------------------------
-LAYER_VARIANTS = ("base", "lora", "aurora", "aurora_cox_de_boor")
+LAYER_VARIANTS = ("base", "lora", "aurora", "aurora_autograd", "aurora_cox_de_boor")
+ANL_VARIANTS = ("lora", "aurora", "aurora_autograd", "aurora_cox_de_boor")  # the profile and the grid-size sweep
 
 
 def single_layer(variant: str, width: int, rank: int, grid_size: int = 5, device: str = "cpu") -> nn.Module:
     """One frozen ``nn.Linear(width, width)`` named ``query``, wrapped with the adapter of ``variant``.
 
-    ``variant`` is a method of :data:`METHODS` other than ``peft_lora`` (``"base"``: no adapter).
+    ``variant`` is one of :data:`LAYER_VARIANTS` or another method of :data:`METHODS` except ``peft_lora``
+    (``"base"``: no adapter).
     """
-    if variant not in METHODS or variant == "peft_lora":
-        raise ValueError(f"variant must be one of {[m for m in METHODS if m != 'peft_lora']}; got {variant!r}")
+    allowed = tuple(dict.fromkeys(m for m in (*LAYER_VARIANTS, *METHODS) if m != "peft_lora"))
+    require_choice("variant", variant, allowed)
     holder = nn.Sequential()
     holder.add_module("query", nn.Linear(width, width, device=device))
     holder.requires_grad_(False)
     if variant == "base":
         return holder
-    adapter_method = "aurora" if variant == "aurora_cox_de_boor" else variant
-    config = aurora.AdapterConfig(method=adapter_method, rank=rank, alpha=2.0 * rank, target_modules=["query"], grid_size=grid_size)
+    config = aurora.AdapterConfig(method=adapter_method_of(variant), rank=rank, alpha=2.0 * rank, target_modules=["query"], grid_size=grid_size)
     aurora.add_adapters(holder, config)
-    if variant == "aurora_cox_de_boor":
-        use_cox_de_boor_basis(holder)
+    if variant in ANL_FORWARDS:
+        use_anl_forward(holder, variant)
     return holder
 
 
@@ -555,7 +583,7 @@ VIEW_OPS = frozenset({
 })
 
 
-def profile_rows(settings: Settings, methods: Sequence[str] = ("lora", "aurora", "aurora_cox_de_boor")) -> list[dict[str, Any]]:
+def profile_rows(settings: Settings, methods: Sequence[str] = ANL_VARIANTS) -> list[dict[str, Any]]:
     """Per method, the aten ops of one training step of one adapted layer: calls and self time per step.
 
     ``calls_per_step`` counts every dispatch, nested ones included; ``top_level_calls_per_step`` only
@@ -605,7 +633,7 @@ def profile_rows(settings: Settings, methods: Sequence[str] = ("lora", "aurora",
     return rows
 
 
-def memory_vs_grid_rows(settings: Settings, methods: Sequence[str] = ("lora", "aurora", "aurora_cox_de_boor")) -> list[dict[str, Any]]:
+def memory_vs_grid_rows(settings: Settings, methods: Sequence[str] = ANL_VARIANTS) -> list[dict[str, Any]]:
     """Saved-for-backward bytes of one adapted layer versus ``grid_size``, next to the basis tensor's size."""
     tokens, width, rank = settings.profile_tokens, settings.profile_width, settings.profile_rank
     x = torch.randn(tokens, width, generator=torch.Generator().manual_seed(settings.seed))
@@ -642,6 +670,9 @@ def plot_results(timings: Any, path: Path | None = None):
         for column, (phase, ratio, ylabel) in enumerate(panels):
             ax = axes[row][column]
             data = of_model[(of_model["phase"] == phase) & (of_model["batch"] == batch)]
+            if data.empty:  # this phase was not run (--phases)
+                ax.set_visible(False)
+                continue
             for method in dict.fromkeys(data["method"]):
                 if method == "base" and ratio == "ratio_to_base":
                     continue
@@ -662,7 +693,7 @@ def plot_results(timings: Any, path: Path | None = None):
             ax.set_xlabel("rank r")
             ax.set_ylabel(ylabel)
             ax.set_title(f"{model}: {first['layers']} layer(s), batch {batch} × {first['seq_len']} tokens", fontsize=9)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = next(ax for ax in axes.flat if ax.get_visible()).get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8)
     if path is not None:
         fig.savefig(path, dpi=120)
@@ -674,7 +705,8 @@ TARGETS = (
     # (what, method, phase, ratio column, bound, devices, rank limit); see the issue "AuroRA costs what LoRA costs"
     ("AuroRA training step / our LoRA (r ≤ 16), CPU", "aurora", "train", "ratio_to_lora", 1.10, ("cpu",), 16),
     ("AuroRA training step / our LoRA (r ≤ 16), GPU", "aurora", "train", "ratio_to_lora", 1.03, ("cuda",), 16),
-    ("our LoRA training step / PEFT's LoRA", "peft_lora", "train", "ratio_to_lora", 0.02, ("cpu", "cuda"), None),
+    ("our LoRA training step / PEFT's LoRA, not slower", "peft_lora", "train", "ratio_to_lora", 1.02, ("cpu", "cuda"), None),
+    ("our LoRA training step / PEFT's LoRA, either way", "peft_lora", "train", "ratio_to_lora", 0.02, ("cpu", "cuda"), None),
     ("merged AuroRA inference / base model", "aurora", "infer_merged", "ratio_to_base", 1.01, ("cpu", "cuda"), None),
     ("merged LoRA inference / base model", "lora", "infer_merged", "ratio_to_base", 1.01, ("cpu", "cuda"), None),
 )
@@ -695,8 +727,10 @@ def ratio_table(timings: Any, phase: str, ratio: str, methods: Sequence[str] | N
 def target_checks(timings: Any) -> list[dict[str, Any]]:
     """Each target of :data:`TARGETS` measurable on this table's device: median over cases, worst case, met or not.
 
-    A ratio bound ``b > 1`` means ``ratio ≤ b``; the LoRA-vs-PEFT bound ``0.02`` means ``|our / PEFT - 1| ≤ 0.02``
-    (PEFT's ``ratio_to_lora`` is PEFT / ours, inverted here).
+    A bound ``b > 1`` means ``ratio ≤ b``, a bound ``b < 1`` means ``|ratio - 1| ≤ b``. For PEFT's LoRA the ratio is
+    our LoRA / PEFT's (its ``ratio_to_lora``, PEFT / ours, inverted): the issue's "within 2 %" is checked both as
+    "not slower by more than 2 %" (what keeps the AuroRA / LoRA ratios honest: a faster LoRA only makes them
+    larger) and literally, either way.
     """
     device = str(timings["device"].iloc[0]).split(":")[0]
     rows = []
@@ -709,9 +743,11 @@ def target_checks(timings: Any) -> list[dict[str, Any]]:
         if data.empty:
             continue
         values = data[ratio].to_numpy(dtype=float)
-        if bound < 1:  # relative difference of our LoRA to PEFT's
-            deviation = np.abs(1.0 / values - 1.0)
-            median, worst = float(np.median(1.0 / values)), float(1.0 / values[np.argmax(deviation)])
+        if method == "peft_lora":
+            values = 1.0 / values  # our LoRA / PEFT's
+        if bound < 1:
+            deviation = np.abs(values - 1.0)
+            median, worst = float(np.median(values)), float(values[np.argmax(deviation)])
             median_met, worst_met = bool(np.median(deviation) <= bound), bool(deviation.max() <= bound)
             limit = f"within ±{bound:.0%}"
         else:
