@@ -138,9 +138,13 @@ class AdaptiveNonlinearLayer(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``σ(z)``, the same function as :meth:`autograd_forward`, whose graph holds some 30 small ops, as one
         autograd node with a hand-written backward. Under ``torch.func`` transforms (``vmap``, ``jacrev``, …)
-        it takes :meth:`autograd_forward`."""
+        it takes :meth:`autograd_forward`. Under autocast it computes in the parameters' dtype (fp32), like the
+        rest of the adapter math: its tensors are r wide, so low precision would save nothing."""
         if torch._C._are_functorch_transforms_active():
             return self.autograd_forward(z)
+        if torch.is_autocast_enabled(z.device.type):
+            with torch.autocast(z.device.type, enabled=False):
+                return self.forward(z.to(self.knots.dtype))  # the knots follow the module's dtype
         projection = None if self.self_projection is None else self.self_projection.to(z.dtype)
         coefficients = None if self.spline_coefficients is None else self.spline_coefficients.to(z.dtype)
         return _AnlFunction.apply(z, projection, coefficients, self)

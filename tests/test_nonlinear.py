@@ -224,3 +224,21 @@ def test_activation_memory_does_not_grow_with_grid_size(mode):
     growth = saved_for_backward_bytes(mode, 50, tokens, rank) - saved_for_backward_bytes(mode, 5, tokens, rank)
     basis_tensor_growth = tokens * rank * 45 * 4  # what a (tokens, r, n_bases) fp32 basis would add
     assert growth < 0.01 * basis_tensor_growth
+
+
+def test_anl_computes_in_fp32_under_autocast():
+    """Under bf16 autocast the ANL's (small) math stays in the module's fp32, gradients included."""
+    torch.manual_seed(4)
+    anl = aurora.AdaptiveNonlinearLayer(4, self_projection_init="kaiming", spline_init_scale=0.5)
+    z = (torch.randn(6, 4) * 1.5).to(torch.bfloat16).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = anl(z)
+    assert out.dtype == torch.float32
+    (out * torch.arange(4.0)).sum().backward()
+    grads = [p.grad.clone() for p in anl.parameters()]
+    anl.zero_grad()
+    reference = anl(z.detach().float())
+    (reference * torch.arange(4.0)).sum().backward()
+    torch.testing.assert_close(out, reference, atol=0, rtol=0)
+    for got, expected in zip(grads, [p.grad for p in anl.parameters()]):
+        torch.testing.assert_close(got, expected, atol=0, rtol=0)
