@@ -5,6 +5,10 @@
   and the learnable B-spline part ``L(z)`` (Eq. 7).
 * LoRAN's ``Sinter(x) = a·sin(ωx)⊙x + x``.
 
+The ANL's ``forward`` is one autograd node with a hand-written backward (fewer, larger steps than
+autograd would record for the same function, :meth:`AdaptiveNonlinearLayer.autograd_forward`); the
+tests hold the two to the same values and first and second derivatives.
+
 Chapter: ``book/anl_explorer.md``.
 """
 
@@ -239,7 +243,7 @@ class AdaptiveNonlinearLayer(nn.Module):
 class _AnlIntermediates(NamedTuple):
     """What the ANL's forward computes and its backward reuses (``None`` where a part is switched off)."""
 
-    out: torch.Tensor  # σ(z)
+    out: torch.Tensor | None  # σ(z) (the backward does not need it)
     inner: torch.Tensor | None  # act(z)
     hidden: torch.Tensor | None  # H act(z)
     outer: torch.Tensor | None  # F(z) = act(H act(z))
@@ -262,6 +266,7 @@ class _AnlFunction(torch.autograd.Function):
         parts = anl._intermediates(z, projection, coefficients)
         ctx.anl = anl
         ctx.save_for_backward(z, projection, coefficients, *parts[1:])
+        assert parts.out is not None
         return parts.out
 
     @staticmethod
@@ -271,5 +276,5 @@ class _AnlFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
             saved = anl._intermediates(z, projection, coefficients)
         else:
-            saved = _AnlIntermediates(grad, *kept)  # out is not needed
+            saved = _AnlIntermediates(None, *kept)
         return (*anl._backward(grad, z, projection, coefficients, saved, ctx.needs_input_grad[:3]), None)

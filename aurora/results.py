@@ -24,10 +24,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "data" / "results"
 
 
-def _git_commit() -> str:
+def _git_commit(root: Path = REPO_ROOT) -> str:
+    """``HEAD``'s commit, with ``+dirty`` when tracked files outside ``data/results`` differ from it.
+
+    Results are left out: a book build rewrites them chapter by chapter, and the code that made a result
+    is what its provenance has to pin down.
+    """
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)data/results"]
+        dirty = subprocess.run(status, cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

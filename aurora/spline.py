@@ -171,8 +171,8 @@ def uniform_spline(
 
     Returns:
         ``(..., C)``, equal to ``(bspline_basis(z, knots, order) * coefficients).sum(-1)``; zero outside
-        ``[t_0, t_last)``. Plain autograd (double backward too); what it saves, ``(..., C)`` and
-        ``(..., C, order + 1)`` tensors, does not grow with ``n_bases``.
+        ``[t_0, t_last)``. Plain autograd (double backward too); the per-point tensors it saves,
+        ``(..., C)`` and ``(..., C, order + 1)``, do not grow with ``n_bases``.
     """
     table = polynomial_table(coefficients, polynomial_map).to(z.dtype)
     offset, row = locate(z, table.shape[1], first_knot, step)

@@ -1,0 +1,34 @@
+"""Provenance: the commit a result names, and when it is marked dirty."""
+
+import subprocess
+from pathlib import Path
+
+from aurora.results import _git_commit, read_provenance, write_results
+
+
+def git(root: Path, *args: str) -> str:
+    command = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args]
+    return subprocess.run(command, cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_commit_is_dirty_for_code_changes_but_not_for_results(tmp_path: Path) -> None:
+    (tmp_path / "data" / "results" / "demo").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "data" / "results" / "demo" / "table.csv").write_text("a\n1\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "start")
+    head = git(tmp_path, "rev-parse", "HEAD")
+    assert _git_commit(tmp_path) == head
+    (tmp_path / "data" / "results" / "demo" / "table.csv").write_text("a\n2\n")  # a rerun rewrote a result
+    assert _git_commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")  # the code no longer matches the commit
+    assert _git_commit(tmp_path) == head + "+dirty"
+
+
+def test_write_results_round_trips_tables_and_provenance(tmp_path: Path) -> None:
+    folder = write_results("demo", {"runs": [{"seed": 0, "accuracy": 0.5}, {"seed": 1, "accuracy": 0.75}]},
+                           {"lr": 0.01}, wall_time_s=1.5, results_dir=tmp_path)
+    assert (folder / "runs.csv").read_text().splitlines() == ["seed,accuracy", "0,0.5", "1,0.75"]
+    provenance = read_provenance("demo", results_dir=tmp_path)
+    assert provenance["config"] == {"lr": 0.01} and provenance["wall_time_s"] == 1.5 and provenance["device"] == "cpu"
