@@ -63,7 +63,8 @@ def test_tiny_run_writes_well_formed_timings(tiny_run: Path) -> None:
     assert ((timings["ratio_to_lora_q1"] <= timings["ratio_to_lora"]) & (timings["ratio_to_lora"] <= timings["ratio_to_lora_q3"])).all()
     assert np.allclose(timings.loc[timings["method"] == "lora", "ratio_to_lora"], 1.0)
     assert np.allclose(timings.loc[timings["method"] == "base", "ratio_to_base"], 1.0)
-    assert (timings["repeats"] == 2).all() and (timings["device"] == "cpu").all()
+    rounds = np.where(timings["phase"] == "train", 2, 2 * adapter_cost.INFERENCE_ROUNDS_FACTOR)
+    assert (timings["repeats"] == rounds).all() and (timings["device"] == "cpu").all()
     seq_len = {s.backbone: s.seq_len for s in adapter_cost.TINY_SWEEPS}
     assert (timings["tokens"] == timings["batch"] * timings["model"].map(seq_len)).all()
 
