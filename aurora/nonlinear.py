@@ -22,7 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ACTIVATIONS, SELF_PROJECTION_INITS, SPLINE_MODES, require_choice
-from .spline import horner, interval_polynomial_map, locate, num_bases, polynomial_table, uniform_knots, uniform_spline
+from .spline import (
+    first_rows, horner, horner_derivative, interval_polynomial_map, locate, num_bases, polynomial_table, uniform_knots,
+    uniform_spline,
+)
 
 __all__ = ["get_activation", "sinter", "AdaptiveNonlinearLayer"]
 
@@ -111,6 +114,8 @@ class AdaptiveNonlinearLayer(nn.Module):
         if learnable:
             shape = (rank, rank, n) if spline_mode == "per_edge" else (rank, n)
             self.spline_coefficients = nn.Parameter(torch.randn(shape) * spline_init_scale)
+            curves = rank if spline_mode == "per_unit" else rank * rank
+            self.register_buffer("spline_curve_rows", first_rows(curves, self.spline_polynomial_map.shape[1]), persistent=False)
 
     def fixed_part(self, z: torch.Tensor) -> torch.Tensor:
         """``F(z) = act(H act(z))`` (Eq. 6)."""
@@ -163,7 +168,7 @@ class AdaptiveNonlinearLayer(nn.Module):
             out = outer
         if coefficients is not None:  # L(z): curve (j, i) at z_i, summed over i unless per_unit
             table = self._curve_table(coefficients)
-            offset, row = locate(self._points(z), table.shape[1], self.grid_start, self.grid_step)
+            offset, row = locate(self._points(z), table.shape[1], self.grid_start, self.grid_step, self.spline_curve_rows)
             rows = table.flatten(0, 1)[row]
             spline = horner(rows, offset)
             if self.spline_mode != "per_unit":
@@ -204,18 +209,20 @@ class AdaptiveNonlinearLayer(nn.Module):
             if self.spline_mode != "per_unit":
                 grad_points = grad.unsqueeze(-1).expand(*grad.shape, self.rank).flatten(-2)
             if needs_grad[0] and order > 0:  # dφ/dz = (dP/df) / step
-                weights = torch.arange(1, order + 1, dtype=rows.dtype, device=rows.device) / self.grid_step
-                grad_spline = grad_points * horner(rows[..., 1:] * weights, offset)
+                grad_spline = grad_points * horner_derivative(rows, offset)
                 if self.spline_mode != "per_unit":  # z_i feeds curves (j, i) for every j
                     grad_spline = grad_spline.unflatten(-1, (self.rank, self.rank)).sum(-2)
-                grad_z = grad_spline if grad_z is None else grad_z + grad_spline
+                if grad_z is None:
+                    grad_z = grad_spline.mul_(1.0 / self.grid_step)
+                else:
+                    grad_z = torch.add(grad_z, grad_spline, alpha=1.0 / self.grid_step)
             if needs_grad[2]:  # ∂φ/∂P[row, p] = f^p at the points on that row
                 scaled_powers = [grad_points]  # grad · f^p by repeated products (cheaper than a broadcast pow)
                 for _ in range(order):
                     scaled_powers.append(scaled_powers[-1] * offset)
                 contributions = torch.stack(scaled_powers, -1).reshape(-1, order + 1)
                 curves, rows_per_curve = offset.shape[-1], self.spline_polynomial_map.shape[1]
-                grad_table = contributions.new_zeros(curves * rows_per_curve, order + 1).index_add(0, saved.row.reshape(-1), contributions)
+                grad_table = contributions.new_zeros(curves * rows_per_curve, order + 1).index_add_(0, saved.row.reshape(-1), contributions)
                 grad_table = grad_table.view(curves, -1)
                 if self.spline_mode == "sum":
                     grad_table = grad_table.view(self.rank, self.rank, -1).sum(1)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from numpy.polynomial import polynomial as npoly
 
-__all__ = ["uniform_knots", "bspline_basis", "num_bases", "cardinal_bspline_pieces", "interval_polynomial_map", "polynomial_table", "locate", "horner", "uniform_spline"]
+__all__ = ["uniform_knots", "bspline_basis", "num_bases", "cardinal_bspline_pieces", "interval_polynomial_map", "polynomial_table", "first_rows", "locate", "horner", "horner_derivative", "uniform_spline"]
 
 
 def num_bases(grid_size: int, spline_order: int) -> int:
@@ -139,23 +139,45 @@ def polynomial_table(coefficients: torch.Tensor, polynomial_map: torch.Tensor) -
     return table.view(coefficients.shape[0], *polynomial_map.shape[1:])
 
 
-def locate(z: torch.Tensor, rows_per_curve: int, first_knot: float, step: float) -> tuple[torch.Tensor, torch.Tensor]:
+def first_rows(curves: int, rows_per_curve: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Row of interval 0 of each curve in the flattened table: ``c * rows_per_curve + 1`` (int64)."""
+    return torch.arange(1, curves * rows_per_curve, rows_per_curve, device=device)
+
+
+def locate(
+    z: torch.Tensor, rows_per_curve: int, first_knot: float, step: float, curve_rows: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """For ``z`` of shape ``(..., C)``: the offset ``f ∈ [0, 1)`` in the knot interval and the row of the flattened table.
 
     Curve ``c``'s rows are ``c * rows_per_curve + 0 .. rows_per_curve - 1``; points outside the support (NaN and
-    ±inf included) land on its first or last row, both zero.
+    ±inf included) land on its first or last row, both zero. ``curve_rows``: :func:`first_rows`, if already at hand.
     """
     scaled = torch.nan_to_num((z - first_knot) / step, nan=-1.0).clamp(-1.0, rows_per_curve - 2.0)
     interval = scaled.floor()
-    first_row = torch.arange(1, z.shape[-1] * rows_per_curve, rows_per_curve, device=z.device)
-    return scaled - interval, interval.long() + first_row
+    if curve_rows is None:
+        curve_rows = first_rows(z.shape[-1], rows_per_curve, z.device)
+    return scaled - interval, interval.long() + curve_rows
 
 
 def horner(coefficients: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """``Σ_p coefficients[..., p] f^p`` by Horner's rule."""
-    value = coefficients[..., -1]
-    for p in range(coefficients.shape[-1] - 2, -1, -1):
-        value = torch.addcmul(coefficients[..., p], value, f)
+    """``P(f) = Σ_p coefficients[..., p] f^p`` by Horner's rule."""
+    *lower, value = coefficients.unbind(-1)
+    for coefficient in reversed(lower):
+        value = torch.addcmul(coefficient, value, f)
+    return value
+
+
+def horner_derivative(coefficients: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """``P'(f) = Σ_{p≥1} p · coefficients[..., p] f^(p-1)``, one ``addcmul`` per degree and no weight tensor.
+
+    Horner on ``e_p = d_p / p``, where ``d_p = p c_p + f d_(p+1)``: ``e_p = c_p + (p+1)/p · f e_(p+1)``, and ``P' = e_1``.
+    """
+    _, *upper = coefficients.unbind(-1)
+    if not upper:  # a constant: P' = 0
+        return torch.zeros_like(f)
+    value = upper[-1]
+    for p in range(len(upper) - 1, 0, -1):
+        value = torch.addcmul(upper[p - 1], value, f, value=(p + 1) / p)
     return value
 
 

@@ -86,3 +86,17 @@ def test_bad_arguments_name_the_parameter():
         aurora.uniform_knots(5, 3, (1.0, -1.0))
     with pytest.raises(ValueError, match="order"):
         aurora.bspline_basis(torch.zeros(3), torch.linspace(0, 1, 4), 3)
+
+
+@pytest.mark.parametrize("degree", [0, 1, 3, 5])
+def test_horner_and_its_derivative_match_numpy(degree):
+    from aurora.spline import horner, horner_derivative
+
+    rng = np.random.default_rng(degree)
+    coefficients = rng.normal(size=(7, degree + 1))
+    f = rng.uniform(size=7)
+    value = horner(torch.from_numpy(coefficients), torch.from_numpy(f)).numpy()
+    slope = horner_derivative(torch.from_numpy(coefficients), torch.from_numpy(f)).numpy()
+    poly = np.polynomial.polynomial
+    np.testing.assert_allclose(value, [poly.polyval(x, c) for x, c in zip(f, coefficients)], atol=1e-13)
+    np.testing.assert_allclose(slope, [poly.polyval(x, poly.polyder(c)) for x, c in zip(f, coefficients)], atol=1e-13)
