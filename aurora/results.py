@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -22,6 +23,9 @@ __all__ = ["RESULTS_DIR", "provenance", "write_results", "read_results", "read_p
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "data" / "results"
+# set by scripts/build_book.py for each chapter it executes: the command that reruns that chapter (a kernel's
+# own argv, "ipykernel_launcher.py -f /tmp/...", would not)
+COMMAND_ENV = "AURORA_RESULT_COMMAND"
 
 
 def _git_commit(root: Path = REPO_ROOT) -> str:
@@ -50,7 +54,7 @@ def provenance(config: Mapping[str, Any], device: str = "cpu", wall_time_s: floa
     import transformers
 
     return {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": os.environ.get(COMMAND_ENV) or " ".join([Path(sys.executable).name, *sys.argv]),
         "config": dict(config),
         "git_commit": _git_commit(),
         "device": device,

@@ -41,6 +41,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 NODE_MODULES = REPO / "node_modules"
 STATIC_BUILD_ENV = "AURORA_BOOK_STATIC"  # same name as aurora.widgets.STATIC_BUILD_ENV
+RESULT_COMMAND_ENV = "AURORA_RESULT_COMMAND"  # same name as aurora.results.COMMAND_ENV
 VENDOR_SUBDIR = Path("book/_static/vendor")
 
 # (source under node_modules, destination under book/_static/vendor, what it is for)
@@ -188,7 +189,10 @@ def execute_chapter(
     ]
     if device is not None:
         command += ["-p", "device", device]
-    environment = dict(os.environ, **{STATIC_BUILD_ENV: "1", "PYTHONPATH": _pythonpath()})
+    rerun = f"python scripts/build_book.py --{'quick' if quick else 'full'} --chapters {chapter.name}"
+    if device is not None:
+        rerun += f" --device {device}"
+    environment = dict(os.environ, **{STATIC_BUILD_ENV: "1", RESULT_COMMAND_ENV: rerun, "PYTHONPATH": _pythonpath()})
     started = time.perf_counter()
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment)

@@ -111,6 +111,7 @@ MINI_CHAPTER = textwrap.dedent(
     ```{{code-cell}} ipython3
     import os
     print("quick is", quick, "static build", os.environ.get("AURORA_BOOK_STATIC"))
+    print("results say:", os.environ.get("AURORA_RESULT_COMMAND"))
     {body}
     ```
     """
@@ -147,7 +148,9 @@ def test_build_script_reports_the_failing_chapter_and_cell(tmp_path):
     executed_intro = json.loads((tmp_path / "build" / "executed" / "intro.ipynb").read_text())
     assert executed_intro["metadata"]["papermill"]["parameters"]["quick"] is False
     printed = "".join(executed_intro["cells"][-1]["outputs"][0]["text"])
-    assert printed.strip() == "quick is False static build 1"
+    assert printed.splitlines() == [
+        "quick is False static build 1", "results say: python scripts/build_book.py --full --chapters intro"
+    ]
 
 
 def test_build_script_rejects_chapter_without_parameters_cell(tmp_path):
@@ -185,3 +188,11 @@ def test_build_script_fails_on_any_sphinx_warning(tmp_path):
     assert "unknown document: 'no_such_chapter'" in result.stdout + result.stderr
     assert "jupyter-book build failed" in result.stderr
     assert not (tmp_path / "_build" / "html").exists()
+
+
+def test_build_script_and_package_agree_on_environment_names():
+    import aurora.results
+    import aurora.widgets
+
+    assert build_book.STATIC_BUILD_ENV == aurora.widgets.STATIC_BUILD_ENV
+    assert build_book.RESULT_COMMAND_ENV == aurora.results.COMMAND_ENV

@@ -3,7 +3,7 @@
 import subprocess
 from pathlib import Path
 
-from aurora.results import _git_commit, read_provenance, write_results
+from aurora.results import COMMAND_ENV, _git_commit, provenance, read_provenance, write_results
 
 
 def git(root: Path, *args: str) -> str:
@@ -32,3 +32,11 @@ def test_write_results_round_trips_tables_and_provenance(tmp_path: Path) -> None
     assert (folder / "runs.csv").read_text().splitlines() == ["seed,accuracy", "0,0.5", "1,0.75"]
     provenance = read_provenance("demo", results_dir=tmp_path)
     assert provenance["config"] == {"lr": 0.01} and provenance["wall_time_s"] == 1.5 and provenance["device"] == "cpu"
+
+
+def test_provenance_names_the_command_a_book_build_passes_down(monkeypatch) -> None:
+    """Inside a chapter the process is a Jupyter kernel; the build script tells results how to rerun the chapter."""
+    monkeypatch.setenv(COMMAND_ENV, "python scripts/build_book.py --quick --chapters ablations")
+    assert provenance({})["command"] == "python scripts/build_book.py --quick --chapters ablations"
+    monkeypatch.delenv(COMMAND_ENV)
+    assert provenance({})["command"].split()[1:] == __import__("sys").argv
