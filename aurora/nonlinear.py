@@ -24,7 +24,6 @@ from torch import nn
 from .config import ACTIVATIONS, SELF_PROJECTION_INITS, SPLINE_MODES, require_choice
 from .spline import (
     first_rows, horner, horner_derivative, interval_polynomial_map, locate, num_bases, polynomial_table, uniform_knots,
-    uniform_spline,
 )
 
 __all__ = ["get_activation", "sinter", "AdaptiveNonlinearLayer"]
@@ -119,28 +118,19 @@ class AdaptiveNonlinearLayer(nn.Module):
 
     def fixed_part(self, z: torch.Tensor) -> torch.Tensor:
         """``F(z) = act(H act(z))`` (Eq. 6)."""
-        assert self.self_projection is not None
-        return self.activation(self.activation(z) @ self.self_projection.T.to(z.dtype))
+        projection, _ = self._parameters_as(z.dtype)
+        assert projection is not None
+        return self._fixed_terms(z, projection)[2]
 
     def learnable_part(self, z: torch.Tensor) -> torch.Tensor:
         """``L(z)`` (Eq. 7) in the reading chosen by ``spline_mode``, via the closed-form uniform spline."""
-        assert self.spline_coefficients is not None
-        coefficients = self.spline_coefficients.to(z.dtype)
-        if self.spline_mode == "per_unit":  # L_j = φ_j(z_j)
-            return uniform_spline(z, coefficients, self.grid_start, self.grid_step, self.spline_polynomial_map)
-        if self.spline_mode == "sum":  # L_j = Σ_i φ_j(z_i): one curve per output, shared by the inputs
-            coefficients = coefficients.unsqueeze(1).expand(self.rank, self.rank, -1)
-        # per_edge (and sum): L_j = Σ_i φ_ji(z_i), curve (j, i) evaluated at z_i
-        points = z.unsqueeze(-2).expand(*z.shape[:-1], self.rank, self.rank).flatten(-2)  # (..., r*r): z_i at (j, i)
-        curves = uniform_spline(points, coefficients.flatten(0, 1), self.grid_start, self.grid_step, self.spline_polynomial_map)
-        return curves.unflatten(-1, (self.rank, self.rank)).sum(-1)
+        _, coefficients = self._parameters_as(z.dtype)
+        assert coefficients is not None
+        return self._spline_terms(z, coefficients)[0]
 
     def autograd_forward(self, z: torch.Tensor) -> torch.Tensor:
-        """``σ(z) = F(z) + L(z)`` from :meth:`fixed_part` and :meth:`learnable_part`, in plain autograd ops."""
-        out = self.fixed_part(z) if self.self_projection is not None else None
-        if self.spline_coefficients is not None:
-            spline = self.learnable_part(z)
-            out = spline if out is None else out + spline
+        """``σ(z) = F(z) + L(z)`` in plain autograd ops."""
+        out = self._intermediates(z, *self._parameters_as(z.dtype)).out
         assert out is not None
         return out
 
@@ -154,28 +144,43 @@ class AdaptiveNonlinearLayer(nn.Module):
         if torch.is_autocast_enabled(z.device.type):
             with torch.autocast(z.device.type, enabled=False):
                 return self.forward(z.to(self.knots.dtype))  # the knots follow the module's dtype
-        projection = None if self.self_projection is None else self.self_projection.to(z.dtype)
-        coefficients = None if self.spline_coefficients is None else self.spline_coefficients.to(z.dtype)
-        return _AnlFunction.apply(z, projection, coefficients, self)
+        return _AnlFunction.apply(z, *self._parameters_as(z.dtype), self)
+
+    def _parameters_as(self, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``H`` and the spline coefficients in ``dtype`` (``None`` where that part is switched off)."""
+        projection = None if self.self_projection is None else self.self_projection.to(dtype)
+        coefficients = None if self.spline_coefficients is None else self.spline_coefficients.to(dtype)
+        return projection, coefficients
 
     def _intermediates(self, z: torch.Tensor, projection: torch.Tensor | None, coefficients: torch.Tensor | None) -> _AnlIntermediates:
-        """The values the backward needs, in plain (differentiable) torch ops."""
+        """``σ(z)`` and the values its backward needs, in plain (differentiable) torch ops."""
         out = inner = hidden = outer = offset = row = rows = None
-        if projection is not None:  # F(z) = act(H act(z))
-            inner = self.activation(z)
-            hidden = inner @ projection.T
-            outer = self.activation(hidden)
+        if projection is not None:
+            inner, hidden, outer = self._fixed_terms(z, projection)
             out = outer
-        if coefficients is not None:  # L(z): curve (j, i) at z_i, summed over i unless per_unit
-            table = self._curve_table(coefficients)
-            offset, row = locate(self._points(z), table.shape[1], self.grid_start, self.grid_step, self.spline_curve_rows)
-            rows = table.flatten(0, 1)[row]
-            spline = horner(rows, offset)
-            if self.spline_mode != "per_unit":
-                spline = spline.unflatten(-1, (self.rank, self.rank)).sum(-1)
+        if coefficients is not None:
+            spline, offset, row, rows = self._spline_terms(z, coefficients)
             out = spline if out is None else out + spline
-        assert out is not None
         return _AnlIntermediates(out, inner, hidden, outer, offset, row, rows)
+
+    def _fixed_terms(self, z: torch.Tensor, projection: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``act(z)``, ``H act(z)`` and ``F(z) = act(H act(z))``."""
+        inner = self.activation(z)
+        hidden = inner @ projection.T
+        return inner, hidden, self.activation(hidden)
+
+    def _spline_terms(self, z: torch.Tensor, coefficients: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``L(z)``, and for each curve point its offset, table row and that row's polynomial.
+
+        Curve ``(j, i)`` is evaluated at ``z_i`` and summed over ``i`` (sum, per_edge); per_unit has curve ``j`` at ``z_j``.
+        """
+        table = self._curve_table(coefficients)
+        offset, row = locate(self._points(z), table.shape[1], self.grid_start, self.grid_step, self.spline_curve_rows)
+        rows = table.flatten(0, 1)[row]
+        spline = horner(rows, offset)
+        if self.spline_mode != "per_unit":
+            spline = spline.unflatten(-1, (self.rank, self.rank)).sum(-1)
+        return spline, offset, row, rows
 
     def _points(self, z: torch.Tensor) -> torch.Tensor:
         """Where the curves are evaluated: ``z`` (per_unit) or ``z_i`` for curve ``(j, i)``, ``(..., r*r)``."""

@@ -4,13 +4,14 @@ Two evaluations of the same functions:
 
 * :func:`bspline_basis` — the Cox–de Boor recursion for any knot vector, vectorised over all basis
   functions (the only Python loop runs over the spline order). The reference, and the basis plots.
-* :func:`uniform_spline` — the closed form on a uniform grid, used in the ANL's hot path. A point
+* :func:`uniform_spline` — the closed form on a uniform grid, whose pieces the ANL's hot path uses. A point
   lies in one knot interval, where only ``order + 1`` bases are nonzero and each is a fixed
   polynomial of the offset ``f ∈ [0, 1)`` inside the interval (a piece of the cardinal B-spline). So
   ``Σ_k c_k B_k(z)`` is a polynomial per interval, whose coefficients are one matrix product of
   ``c`` with :func:`interval_polynomial_map` per call; each point gathers one row and evaluates it by
-  Horner's rule, with memory independent of ``grid_size``. The ANL's hand-written backward
-  (:mod:`aurora.nonlinear`) reuses these pieces.
+  Horner's rule, with memory independent of ``grid_size``. The ANL (:mod:`aurora.nonlinear`) calls
+  :func:`polynomial_table`, :func:`locate` and :func:`horner` itself, to keep their intermediates
+  for its hand-written backward.
 
 Chapters: ``book/anl_explorer.md``, ``book/cost.md``.
 """
