@@ -60,6 +60,9 @@ What is measured, per (model, rank, batch) case and method:
   peak. On CUDA ``cuda_peak_step_bytes`` adds ``torch.cuda.max_memory_allocated()`` over one
   step minus the memory held before it.
 * ``trainable_params``: adapter parameters (PEFT: parameters with ``requires_grad``).
+* ``dispatched_ops``, ``same_ops_as_base`` (inference phases): how many aten ops one forward pass
+  dispatches (``TorchDispatchMode``), and whether they are exactly the base model's, op for op.
+  Deterministic: merged, every method should run the base model's computation and nothing else.
 
 Outputs (``aurora.results.write_results``) in ``data/results/benchmark/``: ``timings.csv``,
 ``layer_timings.csv`` (training step of one adapted 768-wide layer), ``profile.csv`` (where a
@@ -366,6 +369,24 @@ def inference_step(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> Call
     return step
 
 
+def dispatched_ops(step: Callable[[], None]) -> list[str]:
+    """The aten ops one call of ``step`` dispatches on this thread, in order (a forward pass: all of them)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Recorder() as recorder:
+        step()
+    return recorder.ops
+
+
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
@@ -475,6 +496,7 @@ def run_case(sweep: Sweep, rank: int, batch: int, base: nn.Module, settings: Set
         for m, model in variants.items()
     }
     samples: dict[str, tuple[dict[str, list[float]], int]] = {}
+    op_info: dict[str, dict[str, dict[str, Any]]] = {}  # inference phases: the aten ops of one forward
     for phase in settings.phases:
         if phase == "train":
             for model in variants.values():
@@ -487,6 +509,9 @@ def run_case(sweep: Sweep, rank: int, batch: int, base: nn.Module, settings: Set
                 for m, model in variants.items():
                     merge_variant(model, m)
             steps = {m: inference_step(model, inputs) for m, model in variants.items()}
+            ops = {m: dispatched_ops(step) for m, step in steps.items()}
+            op_info[phase] = {m: {"dispatched_ops": len(o), "same_ops_as_base": o == ops["base"] if "base" in ops else None}
+                              for m, o in ops.items()}
         try:
             samples[phase] = interleaved_timings(
                 steps, settings.repeats * (1 if phase == "train" else INFERENCE_ROUNDS_FACTOR), settings.warmup,
@@ -510,7 +535,8 @@ def run_case(sweep: Sweep, rank: int, batch: int, base: nn.Module, settings: Set
                 if reference in per_method:
                     r1, rm, r3 = quartiles([t / u for t, u in zip(times, per_method[reference])])
                     row |= {f"ratio_to_{reference}": rm, f"ratio_to_{reference}_q1": r1, f"ratio_to_{reference}_q3": r3}
-            row |= info[method] | {"frozen_params": frozen, "dtype": settings.dtype, "clock": settings.clock, "device": device}
+            row |= info[method] | op_info.get(phase, {}).get(method, {"dispatched_ops": None, "same_ops_as_base": None})
+            row |= {"frozen_params": frozen, "dtype": settings.dtype, "clock": settings.clock, "device": device}
             rows.append(row)
     return rows
 

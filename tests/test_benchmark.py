@@ -63,6 +63,10 @@ def test_tiny_run_writes_well_formed_timings(tiny_run: Path) -> None:
     assert ((timings["ratio_to_lora_q1"] <= timings["ratio_to_lora"]) & (timings["ratio_to_lora"] <= timings["ratio_to_lora_q3"])).all()
     assert np.allclose(timings.loc[timings["method"] == "lora", "ratio_to_lora"], 1.0)
     assert np.allclose(timings.loc[timings["method"] == "base", "ratio_to_base"], 1.0)
+    merged, unmerged = timings[timings["phase"] == "infer_merged"], timings[timings["phase"] == "infer_unmerged"]
+    assert merged["same_ops_as_base"].astype(bool).all()  # merged: the base model's aten ops, op for op
+    assert not unmerged.loc[unmerged["method"] != "base", "same_ops_as_base"].astype(bool).any()
+    assert timings.loc[timings["phase"] == "train", "dispatched_ops"].isna().all()
     rounds = np.where(timings["phase"] == "train", 2, 2 * adapter_cost.INFERENCE_ROUNDS_FACTOR)
     assert (timings["repeats"] == rounds).all() and (timings["device"] == "cpu").all()
     seq_len = {s.backbone: s.seq_len for s in adapter_cost.TINY_SWEEPS}
@@ -126,6 +130,12 @@ def test_run_case_restores_the_shared_weights(monkeypatch: pytest.MonkeyPatch) -
     after = base.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.allclose(before[k], after[k], rtol=0, atol=1e-6) for k in before)  # PEFT unmerges by subtraction
+
+
+def test_dispatched_ops_records_every_aten_op_in_order() -> None:
+    x = torch.randn(3, 4)
+    ops = adapter_cost.dispatched_ops(lambda: torch.tanh(x @ x.T).sum())
+    assert ops == ["aten.permute.default", "aten.mm.default", "aten.tanh.default", "aten.sum.default"]  # x.T is a permute
 
 
 def test_bad_arguments_raise_value_error() -> None:
