@@ -161,6 +161,7 @@ setup_npm_packages() {
 setup_python_environment
 fetch_debian_data dataset-fashion-mnist usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 fetch_debian_data r-cran-modeldata usr/lib/R/site-library/modeldata/data/Rdata.rdb
+fetch_debian_data r-cran-janeaustenr usr/lib/R/site-library/janeaustenr/data/Rdata.rdb
 if [[ $WITH_NPM == 1 ]]; then setup_npm_packages; fi
 if [[ $WITH_CHROMIUM == 1 ]]; then setup_chromium; fi
 say "Setup complete. Python: .venv/bin/python"

