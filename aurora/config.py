@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -15,6 +16,8 @@ SPLINE_MODES = ("per_unit", "sum", "per_edge")
 FORMS = ("dynamic", "static")
 SELF_PROJECTION_INITS = ("identity", "kaiming")
 MIXER_INITS = ("kaiming", "orthogonal", "identity")
+LORAN_SCALINGS = ("outside", "inside")
+LORAN_FUNCTIONS = ("sinter", "tanh", "sigmoid", "relu")
 
 
 def require_choice(option: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -75,6 +78,15 @@ class AdapterConfig:
     # LoRAN
     sinter_amplitude: float = field(default=5e-5, metadata={"help": "LoRAN Sinter amplitude a (LoRAN paper: 5e-5)"})
     sinter_frequency: float = field(default=1e4, metadata={"help": "LoRAN Sinter frequency ω (LoRAN paper: 1e4)"})
+    loran_scaling: str = field(
+        default="outside",
+        metadata={"help": f"where LoRAN's s = α / r goes, one of {LORAN_SCALINGS}: 'outside' ΔW = s·f(B A) (the authors' "
+                  "code, PEFT-LoRAN mlora.py) or 'inside' ΔW = f(s·B A) (the seed summary's reading); equal when α = r"},
+    )
+    loran_function: str = field(
+        default="sinter",
+        metadata={"help": f"LoRAN's f in ΔW = s·f(B A), one of {LORAN_FUNCTIONS} (the LoRAN paper compares them)"},
+    )
 
     def __post_init__(self) -> None:
         require_choice("method", self.method, METHODS)
@@ -103,6 +115,12 @@ class AdapterConfig:
         require_choice("self_projection_init", self.self_projection_init, SELF_PROJECTION_INITS)
         require_choice("form", self.form, FORMS)
         require_choice("mixer_init", self.mixer_init, MIXER_INITS)
+        require_choice("loran_scaling", self.loran_scaling, LORAN_SCALINGS)
+        require_choice("loran_function", self.loran_function, LORAN_FUNCTIONS)
+        for option in ("sinter_amplitude", "sinter_frequency"):
+            value = getattr(self, option)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{option} must be a finite number, got {value!r}")
         if not (self.fixed_nonlinearity or self.learnable_nonlinearity):
             raise ValueError("fixed_nonlinearity and learnable_nonlinearity cannot both be False (that is plain LoRA)")
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .config import AdapterConfig
+from . import loran as _loran
 from .nonlinear import AdaptiveNonlinearLayer, sinter
 
 __all__ = ["AdapterLayer", "LoraLayer", "MoSLoraLayer", "AuroraLayer", "LoranLayer", "LAYER_CLASSES"]
@@ -191,10 +192,30 @@ class AuroraLayer(AdapterLayer):
 
 
 class LoranLayer(AdapterLayer):
-    """LoRAN: ``ΔW = Sinter(s · B A)`` with ``Sinter(x) = a·sin(ωx)⊙x + x``; the merge is exact."""
+    """LoRAN: ``ΔW = s · f(B A)`` (``loran_scaling="outside"``, the authors' code) or ``f(s · B A)`` (``"inside"``),
+    ``f`` = Sinter ``a·sin(ωx)⊙x + x`` or, for the paper's comparison, tanh / sigmoid / ReLU; the merge is exact.
+
+    Training runs ``(W0 + ΔW) x + b`` as one fused node (:class:`aurora.loran.LoranLinear`: one GEMM, saves
+    ``A``, ``B`` and ``x`` only); with adapter dropout the frozen and the adapter path see different inputs,
+    so the layer then adds ``ΔW x'`` to ``W0 x`` instead.
+    """
+
+    def __init__(self, base_layer: nn.Linear, config: AdapterConfig) -> None:
+        super().__init__(base_layer, config)
+        self.loran_spec = _loran.LoranSpec(
+            config.loran_function, self.scaling, config.loran_scaling, config.sinter_amplitude, config.sinter_frequency
+        ).validate()
 
     def delta_weight(self) -> torch.Tensor:
-        return sinter(self.scaling * self.lora_B @ self.lora_A, self.config.sinter_amplitude, self.config.sinter_frequency)
+        return _loran.delta_weight(self.lora_A, self.lora_B, self.loran_spec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            return self.base_layer(x)
+        if not isinstance(self.dropout, nn.Identity):
+            return self.base_layer(x) + (self.dropout(x).to(self.lora_A.dtype) @ self.delta_weight().T).to(x.dtype)
+        base = self.base_layer
+        return _loran.loran_linear(x, base.weight, base.bias, self.lora_A, self.lora_B, self.loran_spec).to(x.dtype)
 
 
 LAYER_CLASSES: dict[str, type[AdapterLayer]] = {

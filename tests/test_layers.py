@@ -64,7 +64,7 @@ def test_aurora_static_form_trains_b_sigma_a_x():
 
 
 def test_loran_is_sinter_of_scaled_ba():
-    _, layer, base = wrapped(dict(method="loran", rank=2, alpha=4.0, sinter_amplitude=0.3, sinter_frequency=2.0))
+    _, layer, base = wrapped(dict(method="loran", rank=2, alpha=4.0, sinter_amplitude=0.3, sinter_frequency=2.0, loran_scaling="inside"))
     x = torch.randn(6, 7, dtype=torch.float64)
     A, B = layer.lora_A.detach(), layer.lora_B.detach()
     update = 2.0 * B @ A

@@ -1,0 +1,170 @@
+"""LoRAN's update and its fused linear layer (one autograd node).
+
+LoRAN (arXiv 2509.21870) adapts a frozen ``W0`` by a nonlinear function of LoRA's product,
+
+* ``loran_scaling="outside"`` (default): ``ΔW = s · f(B A)``, as the authors' code computes it
+  (PEFT-LoRAN, ``mlora.py``, ``Sin`` from ``utils/other.py``);
+* ``loran_scaling="inside"``: ``ΔW = f(s · B A)``, the reading of the seed summary;
+
+with ``s = α / r`` and ``f`` = Sinter ``a·sin(ωx)⊙x + x`` (the paper's choice) or, for the paper's
+comparison of functions, tanh, sigmoid or ReLU. The two placements agree when ``s = 1`` (``α = r``).
+
+:class:`LoranLinear` computes ``h = (W0 + ΔW) x + b`` as one autograd node: it folds ``ΔW`` into the
+weight and runs one GEMM, saves only ``x``, ``A`` and ``B`` (no weight-sized tensor), and in the backward
+recomputes ``B A`` and the elementwise terms. Its floor is full fine-tuning of the same layer, which
+pays the weight-sized gradient ``gᵀ x`` too (``book/cost.md``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .config import LORAN_FUNCTIONS, LORAN_SCALINGS, require_choice
+
+__all__ = ["LoranSpec", "loran_function", "loran_derivative", "delta_weight", "loran_linear", "LoranLinear"]
+
+
+class LoranSpec(NamedTuple):
+    """What fixes LoRAN's ``ΔW = outer · f(inner · B A)`` (``outer · inner = s`` in both placements)."""
+
+    function: str
+    scaling: float  # s = α / r
+    placement: str  # "outside" | "inside"
+    amplitude: float  # Sinter a
+    frequency: float  # Sinter ω
+
+    @property
+    def inner(self) -> float:
+        return self.scaling if self.placement == "inside" else 1.0
+
+    @property
+    def outer(self) -> float:
+        return 1.0 if self.placement == "inside" else self.scaling
+
+    def validate(self) -> "LoranSpec":
+        require_choice("loran_function", self.function, LORAN_FUNCTIONS)
+        require_choice("loran_scaling", self.placement, LORAN_SCALINGS)
+        return self
+
+
+def loran_function(z: torch.Tensor, spec: LoranSpec) -> torch.Tensor:
+    """``f(z)`` in plain (differentiable) torch ops."""
+    if spec.function == "sinter":
+        return spec.amplitude * torch.sin(spec.frequency * z) * z + z
+    if spec.function == "tanh":
+        return torch.tanh(z)
+    if spec.function == "sigmoid":
+        return torch.sigmoid(z)
+    return torch.relu(z)
+
+
+def loran_derivative(z: torch.Tensor, spec: LoranSpec) -> torch.Tensor:
+    """``f'(z)``; Sinter: ``1 + a·sin(ωz) + a·ω·z·cos(ωz)``."""
+    if spec.function == "sinter":
+        angle = spec.frequency * z
+        return 1 + spec.amplitude * torch.sin(angle) + spec.amplitude * angle * torch.cos(angle)
+    if spec.function == "tanh":
+        return 1 - torch.tanh(z) ** 2
+    if spec.function == "sigmoid":
+        value = torch.sigmoid(z)
+        return value * (1 - value)
+    return (z > 0).to(z.dtype)
+
+
+def delta_weight(lora_A: torch.Tensor, lora_B: torch.Tensor, spec: LoranSpec) -> torch.Tensor:
+    """``ΔW = outer · f(inner · B A)`` in plain autograd ops (the reference :class:`LoranLinear` is tested against)."""
+    update = loran_function(spec.inner * (lora_B @ lora_A), spec)
+    return update if spec.outer == 1.0 else spec.outer * update
+
+
+def _folded_weight(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, spec: LoranSpec, with_derivative: bool):
+    """``W0 + ΔW`` in the factors' dtype with few weight-sized passes, and ``f'`` at the same points if asked (no autograd).
+
+    Sinter works on ``v = ω · inner · B A`` (one GEMM with a pre-scaled ``B``), where
+    ``inner·f(z) = (v + a·v·sin v) / ω`` and ``f'(z) = 1 + a·sin v + a·v·cos v``.
+    """
+    base = weight if weight.dtype == lora_A.dtype else weight.to(lora_A.dtype)
+    if spec.function == "sinter" and spec.frequency != 0:
+        v = torch.mm(lora_B * (spec.frequency * spec.inner), lora_A)
+        sine = torch.sin(v)
+        gain = sine.mul_(spec.amplitude).add_(1.0)  # 1 + a·sin v
+        folded = torch.addcmul(base, gain, v, value=spec.outer / spec.frequency)
+        if not with_derivative:
+            return folded, None
+        return folded, gain.addcmul_(torch.cos(v), v, value=spec.amplitude)  # 1 + a·sin v + a·v·cos v
+    z = torch.mm(lora_B * spec.inner, lora_A)
+    if spec.function == "sinter":  # ω = 0: Sinter is the identity
+        return torch.add(base, z, alpha=spec.outer), (torch.ones_like(z) if with_derivative else None)
+    if spec.function == "relu":
+        value = torch.relu(z)
+        derivative = (z > 0).to(z.dtype) if with_derivative else None
+    else:
+        value = torch.tanh(z) if spec.function == "tanh" else torch.sigmoid(z)
+        derivative = None
+        if with_derivative:  # tanh' = 1 - f², sigmoid' = f (1 - f)
+            derivative = torch.mul(value, value).neg_().add_(1.0) if spec.function == "tanh" else torch.sub(1.0, value).mul_(value)
+    return torch.add(base, value, alpha=spec.outer), derivative
+
+
+class LoranLinear(torch.autograd.Function):
+    """``(W0 + ΔW) x + b`` as one node; ``x`` is ``(n, d_in)`` in the factors' dtype (fp32 in the package)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_A, lora_B, spec: LoranSpec):  # type: ignore[override]
+        folded, _ = _folded_weight(weight, lora_A, lora_B, spec, with_derivative=False)
+        out = torch.mm(x, folded.T) if bias is None else torch.addmm(bias.to(folded.dtype), x, folded.T)
+        ctx.spec = spec
+        ctx.save_for_backward(x, weight, bias, lora_A, lora_B)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, weight, bias, lora_A, lora_B = ctx.saved_tensors
+        spec: LoranSpec = ctx.spec
+        needs = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain-op formula
+            return (*_reference_vjp(grad, x, weight, bias, lora_A, lora_B, spec, needs[:5]), None)
+        folded, derivative = _folded_weight(weight, lora_A, lora_B, spec, with_derivative=needs[3] or needs[4])
+        grad_x = grad @ folded if needs[0] else None
+        grad_bias = grad.sum(0).to(bias.dtype) if needs[2] else None
+        grad_weight = grad_A = grad_B = None
+        if needs[1] or needs[3] or needs[4]:
+            full = torch.mm(grad.T, x, out=folded)  # gᵀ x, the gradient of the folded weight (reuses its buffer)
+            if needs[1]:
+                grad_weight = full.to(weight.dtype, copy=True)
+            if needs[3] or needs[4]:
+                assert derivative is not None
+                grad_update = full.mul_(derivative)  # ∂/∂(B A) = s · gᵀx ⊙ f'(inner · B A)
+                scaling = spec.outer * spec.inner
+                grad_A = torch.mm(lora_B.T, grad_update).mul_(scaling) if needs[3] else None
+                grad_B = torch.mm(grad_update, lora_A.T).mul_(scaling) if needs[4] else None
+        return grad_x, grad_weight, grad_bias, grad_A, grad_B, None
+
+
+def _plain_linear(x, weight, bias, lora_A, lora_B, spec: LoranSpec) -> torch.Tensor:
+    """``(W0 + ΔW) x + b`` in plain autograd ops, in the factors' dtype."""
+    dtype = lora_A.dtype
+    return torch.nn.functional.linear(x, weight.to(dtype) + delta_weight(lora_A, lora_B, spec), None if bias is None else bias.to(dtype))
+
+
+def _reference_vjp(grad, x, weight, bias, lora_A, lora_B, spec: LoranSpec, needs: tuple[bool, ...]):
+    """Vector-Jacobian product of :func:`loran_linear`'s plain-op form, differentiable (for double backward)."""
+    inputs = [x, weight, bias, lora_A, lora_B]
+    wanted = [t for t, need in zip(inputs, needs) if need]
+    out = _plain_linear(x, weight, bias, lora_A, lora_B, spec)
+    grads = iter(torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True))
+    return tuple(next(grads) if need else None for need in needs)
+
+
+def loran_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lora_A: torch.Tensor, lora_B: torch.Tensor, spec: LoranSpec
+) -> torch.Tensor:
+    """``(W0 + ΔW) x + b`` for ``x`` of shape ``(..., d_in)``: one fused node, or plain ops under ``torch.func``."""
+    flat = x.reshape(-1, x.shape[-1]).to(lora_A.dtype)
+    if torch._C._are_functorch_transforms_active():  # vmap / jacrev see through plain ops only
+        out = _plain_linear(flat, weight, bias, lora_A, lora_B, spec)
+    else:
+        out = LoranLinear.apply(flat, weight, bias, lora_A, lora_B, spec)
+    return out.view(*x.shape[:-1], out.shape[-1])
