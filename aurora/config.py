@@ -5,8 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+from .spline import MAX_POLYNOMIAL_MAP_BYTES, max_grid_size, require_polynomial_map_fits
 
 __all__ = ["AdapterConfig", "METHODS", "ACTIVATIONS", "SPLINE_MODES", "FORMS", "require_choice"]
 
@@ -24,6 +27,47 @@ def require_choice(option: str, value: Any, allowed: Sequence[Any]) -> None:
     """Raise ``ValueError`` naming ``option`` and the allowed values unless ``value`` is one of them."""
     if value not in allowed:
         raise ValueError(f"{option} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+
+
+def _require_integer(option: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{option} must be an integer >= {minimum}, got {value!r}")
+
+
+def _require_finite(option: str, value: Any, condition: str, holds: Callable[[float], bool]) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not holds(value):
+        raise ValueError(f"{option} must be {condition} (a finite number), got {value!r}")
+
+
+def _names(option: str, value: Any, allow_empty: bool) -> list[str]:
+    """A list of non-empty module names; a bare string is refused (it is not split into characters)."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ValueError(f"{option} must be a list of module names, got {value!r}")
+    if (not value and not allow_empty) or not all(isinstance(name, str) and name for name in value):
+        raise ValueError(f"{option} must be a {'' if allow_empty else 'non-empty '}list of non-empty module names, got {value!r}")
+    return list(value)
+
+
+def _target_modules(value: Any) -> list[str] | str:
+    if isinstance(value, str):
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"target_modules is not a valid regular expression ({error}): {value!r}") from None
+        if not value:
+            raise ValueError("target_modules must be a non-empty list of names or a regex string, got ''")
+        return value
+    try:
+        return _names("target_modules", value, allow_empty=False)
+    except ValueError:
+        raise ValueError(f"target_modules must be a non-empty list of names or a regex string, got {value!r}") from None
+
+
+def _grid_range(value: Any) -> tuple[float, float]:
+    numbers = isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not numbers or len(value) != 2 or not all(math.isfinite(v) for v in value) or not value[0] < value[1]:
+        raise ValueError(f"grid_range must be two finite numbers (low, high) with low < high, got {value!r}")
+    return (float(value[0]), float(value[1]))
 
 
 @dataclass
@@ -58,7 +102,12 @@ class AdapterConfig:
                   "so leaky_relu scales negative inputs by slope² when H = I"},
     )
     leaky_relu_slope: float = field(default=0.01, metadata={"help": "negative slope when activation='leaky_relu'"})
-    grid_size: int = field(default=5, metadata={"help": "B-spline grid intervals (ours: KAN's default 5)"})
+    grid_size: int = field(
+        default=5,
+        metadata={"help": "B-spline grid intervals (ours: KAN's default 5); at most "
+                  f"{max_grid_size(3)} for cubic splines: the dense interval-polynomial map, shared by all layers, "
+                  f"grows with grid_size² and is capped at {MAX_POLYNOMIAL_MAP_BYTES // 2**20} MiB"},
+    )
     spline_order: int = field(default=3, metadata={"help": "B-spline degree (ours: cubic, KAN's default)"})
     grid_range: tuple[float, float] = field(default=(-1.0, 1.0), metadata={"help": "knot grid range (ours: [-1, 1])"})
     spline_mode: str = field(
@@ -90,26 +139,20 @@ class AdapterConfig:
 
     def __post_init__(self) -> None:
         require_choice("method", self.method, METHODS)
-        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
-            raise ValueError(f"rank must be an integer >= 1, got {self.rank!r}")
-        if not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if isinstance(self.target_modules, (list, tuple)):
-            self.target_modules = list(self.target_modules)
-            if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
-                raise ValueError(f"target_modules must be a non-empty list of names or a regex string, got {self.target_modules!r}")
-        elif not (isinstance(self.target_modules, str) and self.target_modules):
-            raise ValueError(f"target_modules must be a non-empty list of names or a regex string, got {self.target_modules!r}")
-        self.modules_to_save = list(self.modules_to_save)
-        if not isinstance(self.grid_size, int) or self.grid_size < 1:
-            raise ValueError(f"grid_size must be an integer >= 1, got {self.grid_size!r}")
-        if not isinstance(self.spline_order, int) or self.spline_order < 0:
-            raise ValueError(f"spline_order must be an integer >= 0, got {self.spline_order!r}")
-        self.grid_range = (float(self.grid_range[0]), float(self.grid_range[1]))
-        if not self.grid_range[1] > self.grid_range[0]:
-            raise ValueError(f"grid_range must be (low, high) with low < high, got {self.grid_range!r}")
+        _require_integer("rank", self.rank, 1)
+        _require_finite("alpha", self.alpha, "> 0", lambda v: v > 0)
+        _require_finite("dropout", self.dropout, "in [0, 1)", lambda v: 0.0 <= v < 1.0)
+        self.target_modules = _target_modules(self.target_modules)
+        self.modules_to_save = _names("modules_to_save", self.modules_to_save, allow_empty=True)
+        for option in ("fixed_nonlinearity", "learnable_nonlinearity"):
+            if not isinstance(getattr(self, option), bool):
+                raise ValueError(f"{option} must be True or False, got {getattr(self, option)!r}")
+        _require_finite("leaky_relu_slope", self.leaky_relu_slope, ">= 0", lambda v: v >= 0)
+        _require_integer("grid_size", self.grid_size, 1)
+        _require_integer("spline_order", self.spline_order, 0)
+        require_polynomial_map_fits(self.grid_size, self.spline_order)
+        self.grid_range = _grid_range(self.grid_range)
+        _require_finite("spline_init_scale", self.spline_init_scale, ">= 0", lambda v: v >= 0)
         require_choice("activation", self.activation, ACTIVATIONS)
         require_choice("spline_mode", self.spline_mode, SPLINE_MODES)
         require_choice("self_projection_init", self.self_projection_init, SELF_PROJECTION_INITS)
@@ -137,11 +180,10 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "AdapterConfig":
+        if not isinstance(values, dict):
+            raise ValueError(f"an AdapterConfig is read from a dict of options, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown AdapterConfig options {unknown}; allowed: {sorted(known)}")
-        values = dict(values)
-        if "grid_range" in values:
-            values["grid_range"] = tuple(values["grid_range"])
         return cls(**values)

@@ -23,7 +23,7 @@ from torch import nn
 
 from .config import ACTIVATIONS, SELF_PROJECTION_INITS, SPLINE_MODES, require_choice
 from .spline import (
-    first_rows, horner, horner_derivative, interval_polynomial_map, locate, num_bases, polynomial_table, uniform_knots,
+    first_rows, horner, horner_derivative, locate, num_bases, polynomial_table, shared_interval_polynomial_map, uniform_knots,
 )
 
 __all__ = ["get_activation", "sinter", "AdaptiveNonlinearLayer"]
@@ -109,12 +109,23 @@ class AdaptiveNonlinearLayer(nn.Module):
         self.grid_step = (float(grid_range[1]) - float(grid_range[0])) / grid_size
         self.grid_start = float(grid_range[0]) - spline_order * self.grid_step  # = knots[0], in float64
         n = num_bases(grid_size, spline_order)
-        self.register_buffer("spline_polynomial_map", interval_polynomial_map(n, spline_order), persistent=False)
+        # one map shared by every ANL with this grid size and order (re-shared after .to(), see _apply)
+        self.register_buffer(
+            "spline_polynomial_map", shared_interval_polynomial_map(n, spline_order, torch.float64, torch.device("cpu")), persistent=False
+        )
         if learnable:
             shape = (rank, rank, n) if spline_mode == "per_edge" else (rank, n)
             self.spline_coefficients = nn.Parameter(torch.randn(shape) * spline_init_scale)
             curves = rank if spline_mode == "per_unit" else rank * rank
             self.register_buffer("spline_curve_rows", first_rows(curves, self.spline_polynomial_map.shape[1]), persistent=False)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "AdaptiveNonlinearLayer":
+        """``Module._apply`` (``.to()``, ``.cuda()``, ``.double()``, …), then point the map at the shared copy for its new
+        dtype and device, so that moving a model does not leave one copy per layer."""
+        super()._apply(fn, recurse)
+        moved = self.spline_polynomial_map
+        self._buffers["spline_polynomial_map"] = shared_interval_polynomial_map(moved.shape[0], self.spline_order, moved.dtype, moved.device)
+        return self
 
     def fixed_part(self, z: torch.Tensor) -> torch.Tensor:
         """``F(z) = act(H act(z))`` (Eq. 6)."""

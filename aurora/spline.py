@@ -18,12 +18,14 @@ Chapters: ``book/anl_explorer.md``, ``book/cost.md``.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.polynomial import polynomial as npoly
 
-__all__ = ["uniform_knots", "bspline_basis", "num_bases", "cardinal_bspline_pieces", "interval_polynomial_map", "polynomial_table", "first_rows", "locate", "horner", "horner_derivative", "uniform_spline"]
+__all__ = ["uniform_knots", "bspline_basis", "num_bases", "cardinal_bspline_pieces", "interval_polynomial_map", "shared_interval_polynomial_map", "polynomial_map_bytes", "max_grid_size", "require_polynomial_map_fits", "MAX_POLYNOMIAL_MAP_BYTES", "polynomial_table", "first_rows", "locate", "horner", "horner_derivative", "uniform_spline"]
 
 
 def num_bases(grid_size: int, spline_order: int) -> int:
@@ -130,6 +132,48 @@ def interval_polynomial_map(n_bases: int, order: int) -> torch.Tensor:
     identity = torch.eye(n_bases, dtype=torch.float64)
     windows = F.pad(identity, (order, order)).unfold(-1, order + 1, 1).flip(-1)  # (n_bases, n_intervals, order + 1): c[i - m]
     return F.pad(windows @ pieces.T, (0, 0, 1, 1))
+
+
+# The dense map grows with grid_size²: 64 MiB allows grid_size <= 1442 for cubic splines (KAN's grids go to 1000).
+MAX_POLYNOMIAL_MAP_BYTES = 64 * 2**20
+
+
+def polynomial_map_bytes(grid_size: int, order: int) -> int:
+    """Bytes of the float64 :func:`interval_polynomial_map` of a grid with ``grid_size`` intervals and degree ``order``."""
+    n_bases = num_bases(grid_size, order)
+    return 8 * n_bases * (n_bases + order + 2) * (order + 1)
+
+
+def max_grid_size(order: int, limit: int = MAX_POLYNOMIAL_MAP_BYTES) -> int:
+    """The largest ``grid_size`` whose map fits in ``limit`` bytes (0 if none does)."""
+    low, high = 0, 1
+    while polynomial_map_bytes(high, order) <= limit:
+        low, high = high, 2 * high
+    while high - low > 1:  # polynomial_map_bytes grows with grid_size: bisect
+        middle = (low + high) // 2
+        low, high = (middle, high) if polynomial_map_bytes(middle, order) <= limit else (low, middle)
+    return low
+
+
+def require_polynomial_map_fits(grid_size: int, order: int) -> None:
+    """``ValueError`` naming ``grid_size`` and its limit if the map would exceed :data:`MAX_POLYNOMIAL_MAP_BYTES`."""
+    needed = polynomial_map_bytes(grid_size, order)
+    if needed > MAX_POLYNOMIAL_MAP_BYTES:
+        raise ValueError(
+            f"grid_size={grid_size} with spline_order={order} needs a {needed / 2**20:.0f} MiB interval-polynomial map; "
+            f"the limit is {MAX_POLYNOMIAL_MAP_BYTES // 2**20} MiB: grid_size must be <= {max_grid_size(order)} at spline_order={order}"
+        )
+
+
+@functools.lru_cache(maxsize=16)
+def shared_interval_polynomial_map(n_bases: int, order: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """One :func:`interval_polynomial_map` per ``(n_bases, order, dtype, device)``, shared by every layer that asks.
+
+    The map depends on neither the grid range nor the layer (it acts on offsets inside a knot interval), so the
+    ANLs of a model hold one copy instead of one each. Treat it as read-only.
+    """
+    require_polynomial_map_fits(n_bases - order, order)
+    return interval_polynomial_map(n_bases, order).to(dtype=dtype, device=device)
 
 
 def polynomial_table(coefficients: torch.Tensor, polynomial_map: torch.Tensor) -> torch.Tensor:
