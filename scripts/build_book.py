@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,19 @@ class Chapter:
     @property
     def label(self) -> str:
         return f"{self.name!r} ({self.entry}.md)"
+
+    @property
+    def is_notebook(self) -> bool:
+        """A MyST notebook (has code cells, is executed); otherwise a plain page copied as it is."""
+        return "```{code-cell}" in self.source.read_text()
+
+    @property
+    def title(self) -> str:
+        """The first ``# `` heading of the source (the name if it has none)."""
+        for line in self.source.read_text().splitlines():
+            if line.startswith("# "):
+                return line[2:].strip()
+        return self.name
 
 
 @dataclass
@@ -201,7 +215,43 @@ def execute_chapter(
         pump.start()
         returncode = process.wait()
         pump.join()
+    if output.exists():
+        record_build_metadata(output, rerun, device)
     return ExecutionResult(chapter, time.perf_counter() - started, returncode, log_path)
+
+
+BUILD_METADATA_KEY = "aurora_build"
+
+
+def _git(*arguments: str) -> str:
+    completed = subprocess.run(["git", *arguments], cwd=REPO, capture_output=True, text=True)
+    return completed.stdout.strip() if completed.returncode == 0 else ""
+
+
+def host_description(device: str | None) -> str:
+    """What the chapter ran on: the GPU name for a CUDA device, else the CPU and its core count."""
+    if device and device.startswith("cuda") and shutil.which("nvidia-smi"):
+        gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True).stdout.split("\n")
+        if gpus and gpus[0].strip():
+            return f"GPU: {gpus[0].strip()}"
+    return f"CPU: {platform.machine()}, {os.cpu_count()} cores"
+
+
+def record_build_metadata(notebook_path: Path, command: str, device: str | None) -> None:
+    """Add the commit, the rerun command and the host to the executed notebook (the status page reads it).
+
+    ``dirty`` is true when code (anything but ``data/results``) differs from the commit.
+    """
+    notebook = json.loads(notebook_path.read_text())
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)data/results")
+    notebook.setdefault("metadata", {})[BUILD_METADATA_KEY] = {
+        "commit": _git("rev-parse", "HEAD") or None,
+        "dirty": bool(changed),
+        "command": command,
+        "host": host_description(device),
+    }
+    notebook_path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False))
 
 
 def _pythonpath() -> str:
@@ -248,6 +298,101 @@ def notebook_mode(path: Path) -> str | None:
     if "quick" not in parameters:
         return None
     return "quick" if parameters["quick"] in (True, "True") else "full"
+
+
+STATUS_PAGE = "status"
+STATUS_MARKER = "<!-- execution status: the tables are written here by scripts/build_book.py -->"
+RESULTS_DIR = Path("data/results")
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _commit_text(commit: str | None, dirty: bool) -> str:
+    if not commit:
+        return "unknown"
+    return f"`{commit[:7]}`" + (" + uncommitted changes" if dirty else "")
+
+
+def _duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def default_parameters(chapter: Chapter) -> dict:
+    """The literal values of the chapter's ``parameters`` cell (e.g. its default ``device``)."""
+    import ast
+
+    import jupytext
+
+    for cell in jupytext.read(chapter.source).cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            values = {}
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    try:
+                        values[node.targets[0].id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        pass
+            return values
+    return {}
+
+
+def chapter_status_row(chapter: Chapter, executed_dir: Path) -> list[str]:
+    """Page, mode, device, run time, executed (UTC), commit, rerun command of one chapter."""
+    link = f"{{doc}}`{chapter.title} <{chapter.name}>`"
+    if not chapter.is_notebook:
+        return [link, "static page", "–", "–", "–", "–", "–"]
+    executed = executed_dir / f"{chapter.name}.ipynb"
+    if not executed.exists():
+        return [link, "not executed in this build", "–", "–", "–", "–", "–"]
+    metadata = json.loads(executed.read_text()).get("metadata", {})
+    papermill = metadata.get("papermill", {})
+    build = metadata.get(BUILD_METADATA_KEY, {})
+    device = papermill.get("parameters", {}).get("device", default_parameters(chapter).get("device", "?"))
+    mode = notebook_mode(executed) or "?"
+    if papermill.get("exception"):
+        mode += " (failed)"
+    start = (papermill.get("start_time") or "")[:16].replace("T", " ")
+    device_text = f"{device} ({build['host']})" if build.get("host") else str(device)
+    command = f"`{build['command']}`" if build.get("command") else "–"
+    return [link, mode, device_text, _duration_text(papermill.get("duration")), start or "–",
+            _commit_text(build.get("commit"), bool(build.get("dirty"))), command]
+
+
+def results_status_rows(results_dir: Path) -> list[list[str]]:
+    """One row per ``data/results/<name>/provenance.json``: command, device, wall time, date, commit."""
+    rows = []
+    for path in sorted(results_dir.glob("*/provenance.json")):
+        provenance = json.loads(path.read_text())
+        wall = provenance.get("wall_time_s")
+        rows.append([
+            f"`{path.parent.name}`",
+            f"`{provenance.get('command', '?')}`",
+            str(provenance.get("device_description", provenance.get("device", "?"))),
+            _duration_text(float(wall) if wall is not None else None),
+            str(provenance.get("created_utc", "?"))[:16].replace("T", " "),
+            _commit_text(provenance.get("git_commit"), bool(provenance.get("git_dirty", False))),
+        ])
+    return rows
+
+
+def execution_status(chapters: list[Chapter], executed_dir: Path, results_dir: Path) -> str:
+    """The status page's two tables (markdown): every page of the book, then every result set."""
+    chapter_rows = [chapter_status_row(chapter, executed_dir) for chapter in chapters if chapter.name != STATUS_PAGE]
+    chapter_table = _markdown_table(
+        ["Chapter", "Mode", "Device", "Run time", "Executed (UTC)", "Commit", "Rerun with"], chapter_rows
+    )
+    result_rows = results_status_rows(results_dir)
+    results_table = (
+        _markdown_table(["Results", "Written by", "Device", "Wall time", "Written (UTC)", "Commit"], result_rows)
+        if result_rows else "No result sets under `data/results/`."
+    )
+    return f"(status-chapters)=\n## Chapters\n\n{chapter_table}\n\n(status-results)=\n## Result sets\n\n{results_table}\n"
 
 
 def vendor_javascript(static_dir: Path, node_modules: Path = NODE_MODULES) -> None:
@@ -305,6 +450,10 @@ def filtered_toc(toc: dict, keep: set[str]) -> dict:
 # Sphinx warnings about references to documents that a partial build (--chapters) leaves out.
 PARTIAL_BUILD_WARNINGS = ["ref.doc", "myst.xref_missing"]
 
+# The chapters' MyST sources travel in the stage here (not parsed by Sphinx); the book's Sphinx
+# extension (book/_ext/aurora_book.py) publishes them under _sources/ for the ".md" download button.
+MARKDOWN_SOURCES_DIR = "_markdown_sources"
+
 INJECTED_PARAMETERS_HEADER = "# Values this page was built with (set by scripts/build_book.py)"
 
 
@@ -323,7 +472,7 @@ def stage_book(
     """Assemble the Sphinx source tree; returns the chapters that made it into the stage."""
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
-    chapter_sources = {chapter.source for chapter in chapters}
+    chapter_sources = {chapter.source for chapter in chapters if chapter.is_notebook}
     shutil.copytree(
         root / "book", stage_dir / "book",
         ignore=lambda folder, names: [
@@ -334,6 +483,12 @@ def stage_book(
     staged = []
     mode = "quick" if quick else "full"
     for chapter in chapters:
+        if not chapter.is_notebook:
+            staged.append(chapter)
+            continue
+        markdown_copy = stage_dir / MARKDOWN_SOURCES_DIR / f"{chapter.entry}.md"
+        markdown_copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(chapter.source, markdown_copy)
         executed = executed_dir / f"{chapter.name}.ipynb"
         if not executed.exists():
             print(f"note: {chapter.name} has no executed notebook yet; left out of this build")
@@ -352,8 +507,18 @@ def stage_book(
     (stage_dir / "_toc.yml").write_text(
         yaml.safe_dump(filtered_toc(toc, {chapter.entry for chapter in staged}), sort_keys=False)
     )
+    status = next((chapter for chapter in staged if chapter.name == STATUS_PAGE), None)
+    if status is not None:
+        page = stage_dir / f"{status.entry}.md"
+        text = page.read_text()
+        if STATUS_MARKER not in text:
+            raise BuildError(f"{status.source} lacks the line {STATUS_MARKER!r} where the status tables go")
+        page.write_text(text.replace(STATUS_MARKER, execution_status(chapters, executed_dir, root / RESULTS_DIR)))
     config = yaml.safe_load((root / "_config.yml").read_text())
     config.setdefault("execute", {})["execute_notebooks"] = "off"
+    config["exclude_patterns"] = [*config.get("exclude_patterns", []), f"{MARKDOWN_SOURCES_DIR}/**"]
+    if (config.get("repository") or {}).get("url"):  # a repository button only where one is configured
+        config.setdefault("html", {})["use_repository_button"] = True
     if len(staged) < len(chapters):
         print(f"note: partial book ({len(staged)} of {len(chapters)} chapters): "
               "links to the chapters left out are not checked")
@@ -413,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         root: Path = arguments.root.resolve()
         toc = load_toc(root)
         chapters = chapters_in_toc(toc, root)
-        selected = select_chapters(chapters, arguments.chapters)
+        selected = [chapter for chapter in select_chapters(chapters, arguments.chapters) if chapter.is_notebook]
         executed_dir: Path = (arguments.executed_dir or root / "build" / "executed").resolve()
         root_chapter = chapters[0]
         if root_chapter not in selected and not (executed_dir / f"{root_chapter.name}.ipynb").exists():

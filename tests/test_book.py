@@ -6,6 +6,7 @@ import ast
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -31,6 +32,7 @@ def load_build_module():
 build_book = load_build_module()
 TOC = yaml.safe_load((REPO / "_toc.yml").read_text())
 CHAPTER_ENTRIES = build_book.toc_entries(TOC)
+NOTEBOOK_ENTRIES = [entry for entry in CHAPTER_ENTRIES if build_book.Chapter(entry, REPO).is_notebook]
 
 
 def parameters_cell_values(path: Path) -> dict[str, object]:
@@ -56,7 +58,7 @@ def test_toc_lists_existing_chapters_and_every_chapter_is_listed():
     assert len(CHAPTER_ENTRIES) == len(set(CHAPTER_ENTRIES)), "a chapter is listed twice in _toc.yml"
 
 
-@pytest.mark.parametrize("entry", CHAPTER_ENTRIES)
+@pytest.mark.parametrize("entry", NOTEBOOK_ENTRIES)
 def test_chapter_has_quick_and_device_parameters(entry):
     values = parameters_cell_values(REPO / f"{entry}.md")
     assert values.get("quick") is True, "chapters default to quick = True (the CPU book build)"
@@ -130,6 +132,8 @@ def write_mini_book(root: Path, chapters: dict[str, str]) -> None:
     (root / "book" / "_static" / "widgets_config.js").write_text(
         (REPO / "book" / "_static" / "widgets_config.js").read_text()
     )
+    shutil.copytree(REPO / "book" / "_ext", root / "book" / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO / "book" / "references.bib", root / "book" / "references.bib")
 
 
 def run_build(*arguments: str) -> subprocess.CompletedProcess:
@@ -175,7 +179,8 @@ def test_build_script_renders_a_real_chapter_end_to_end(tmp_path):
     # chapters not executed in this run are left out of the book instead of failing it, and the
     # intro's link to one of them is not checked in such a partial build
     assert not (output / "html" / "book" / "anl_explorer.html").exists()
-    assert "partial book (1 of" in result.stdout
+    static_pages = sum(not build_book.Chapter(entry, REPO).is_notebook for entry in CHAPTER_ENTRIES)
+    assert f"partial book ({1 + static_pages} of {len(CHAPTER_ENTRIES)} chapters)" in result.stdout
 
 
 @pytest.mark.skipif(not (REPO / "node_modules").is_dir(), reason="needs `npm ci` (make setup-book)")
@@ -196,3 +201,64 @@ def test_build_script_and_package_agree_on_environment_names():
 
     assert build_book.STATIC_BUILD_ENV == aurora.widgets.STATIC_BUILD_ENV
     assert build_book.RESULT_COMMAND_ENV == aurora.results.COMMAND_ENV
+
+
+def test_status_page_lists_every_chapter_with_mode_time_device_and_commit(tmp_path):
+    write_mini_book(tmp_path, {"intro": "", "second": "", "never_run": ""})
+    (tmp_path / "book" / "notes.md").write_text("# Notes\n\nA page without code.\n")
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    for name, duration, device in [("intro", 3.2, None), ("second", 754.0, "cuda")]:
+        parameters = {"quick": name == "intro"} | ({"device": device} if device else {})
+        notebook = {"cells": [], "metadata": {
+            "papermill": {"parameters": parameters, "duration": duration, "start_time": "2026-11-30T10:11:12.5"},
+            build_book.BUILD_METADATA_KEY: {"commit": "0123456789abcdef", "dirty": name == "second",
+                                            "command": f"python scripts/build_book.py --chapters {name}",
+                                            "host": "CPU: x86_64, 2 cores"},
+        }}
+        (executed / f"{name}.ipynb").write_text(json.dumps(notebook))
+    results = tmp_path / "results" / "gradients"
+    results.mkdir(parents=True)
+    (results / "provenance.json").write_text(json.dumps({
+        "command": "python -m aurora.experiments.gradients --quick", "git_commit": "fedcba9876543210",
+        "device_description": "CPU: x86_64, 2 torch threads", "created_utc": "2026-11-25T15:07:44+00:00",
+        "wall_time_s": 2.08,
+    }))
+    chapters = [build_book.Chapter(entry, tmp_path) for entry in
+                ["book/intro", "book/second", "book/never_run", "book/notes"]]
+    text = build_book.execution_status(chapters, executed, tmp_path / "results")
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in text.splitlines() if line.startswith("| {doc}")}
+    assert list(rows) == ["{doc}`Intro <intro>`", "{doc}`Second <second>`", "{doc}`Never_Run <never_run>`",
+                          "{doc}`Notes <notes>`"]
+    assert "| quick | cpu (CPU: x86_64, 2 cores) | 3 s | 2026-11-30 10:11 | `0123456` |" in rows["{doc}`Intro <intro>`"]
+    assert "| full | cuda (CPU: x86_64, 2 cores) | 12.6 min |" in rows["{doc}`Second <second>`"]
+    assert "`0123456` + uncommitted changes" in rows["{doc}`Second <second>`"]
+    assert "not executed in this build" in rows["{doc}`Never_Run <never_run>`"]
+    assert "static page" in rows["{doc}`Notes <notes>`"]
+    assert ("| `gradients` | `python -m aurora.experiments.gradients --quick` | CPU: x86_64, 2 torch threads "
+            "| 2 s | 2026-11-25 15:07 | `fedcba9` |") in text
+
+
+@pytest.mark.skipif(not (REPO / "node_modules").is_dir(), reason="needs `npm ci` (make setup-book)")
+def test_book_build_renders_static_pages_status_citations_and_md_downloads(tmp_path):
+    write_mini_book(tmp_path, {"intro": "print('LoRA')"})
+    intro = tmp_path / "book" / "intro.md"
+    intro.write_text(intro.read_text() + "\nLow-rank adaptation {cite:p}`hu2022lora`.\n")
+    (tmp_path / "book" / "bibliography.md").write_text((REPO / "book" / "bibliography.md").read_text())
+    status = (REPO / "book" / "status.md").read_text()
+    (tmp_path / "book" / "status.md").write_text(re.sub(r"\{ref\}`[^`]*`", "the reproduce page", status))
+    toc = yaml.safe_load((tmp_path / "_toc.yml").read_text())
+    toc["chapters"] = [{"file": "book/bibliography"}, {"file": "book/status"}]
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump(toc))
+    result = run_build("--root", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = tmp_path / "_build" / "html"
+    page = (html / "book" / "intro.html").read_text()
+    assert re.search(r'class="bibtex-citation".*?href="bibliography.html#', page), "citation links to the bibliography"
+    assert 'href="../_sources/book/intro.md"' in page and 'href="../_sources/book/intro.ipynb"' in page
+    assert (html / "_sources" / "book" / "intro.md").read_text() == intro.read_text()
+    assert "Hu" in (html / "book" / "bibliography.html").read_text()
+    status_page = (html / "book" / "status.html").read_text()
+    assert 'href="intro.html"' in status_page and "quick" in status_page
+    assert "use_repository_button" not in (tmp_path / "_config.yml").read_text() or \
+        "btn-source-repository-button" not in page, "no repository button without a repository URL"
