@@ -15,8 +15,11 @@ is ``"pearson"`` (regression, e.g. STS-B), computed here in fp32 so both batch s
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import random
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +28,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -49,11 +54,19 @@ __all__ = [
     "pearson_correlation",
     "binary_f1",
     "CHECKPOINT_FILE",
+    "resolve_device",
+    "auto_mixed_precision",
 ]
 
 METRICS = ("accuracy", "matthews", "pearson", "f1")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+# Written by earlier versions with torch.save (a pickle); never read, since unpickling can run code.
+LEGACY_CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = "aurora.train.fit checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+_CHECKPOINT_METADATA_KEY = "aurora_checkpoint"
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 # Options that may change between an interrupted run and its resumption without changing the result.
 _RESUME_FREE_OPTIONS = ("device", "checkpoint_dir", "resume", "progress")
 
@@ -71,9 +84,11 @@ class TrainConfig:
     warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps with linear warmup (Table 11: 0.06)"})
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the global gradient norm; None: no clipping"})
     seed: int = field(default=0, metadata={"help": "seeds random, numpy and torch before training (App. G: 0)"})
-    device: str = field(default="cpu", metadata={"help": "'cpu', 'cuda' or 'cuda:N'"})
+    device: str = field(default="cpu", metadata={"help": f"one of {DEVICES}; 'auto': 'cuda' if CUDA is available, else 'cpu'"})
     mixed_precision: str = field(
-        default="auto", metadata={"help": f"one of {MIXED_PRECISION}; 'auto': bf16 (else fp16) autocast on CUDA, none on CPU"}
+        default="auto",
+        metadata={"help": f"one of {MIXED_PRECISION}; 'auto': bf16 autocast on CUDA GPUs with native bf16 (compute "
+                  "capability >= 8.0), fp16 on older GPUs, none on CPU"},
     )
     metric: str = field(default="accuracy", metadata={"help": f"one of {METRICS} (Table 1: MCC for CoLA, PCC for STS-B)"})
     checkpoint_dir: str | Path | None = field(default=None, metadata={"help": f"folder for {CHECKPOINT_FILE}, written every epoch"})
@@ -99,9 +114,8 @@ class TrainConfig:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
         require_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         require_choice("metric", self.metric, METRICS)
-        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        if self.mixed_precision in ("bf16", "fp16") and self.device == "cpu":
+        resolve_device(self.device)  # validates
+        if self.mixed_precision in ("bf16", "fp16") and self.device in ("cpu", "mps"):
             raise ValueError(f"mixed_precision={self.mixed_precision!r} needs a CUDA device; use 'auto' or 'no' on CPU")
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir")
@@ -110,6 +124,24 @@ class TrainConfig:
         values = dataclasses.asdict(self)
         values["checkpoint_dir"] = None if self.checkpoint_dir is None else str(self.checkpoint_dir)
         return values
+
+
+def resolve_device(device: str) -> str:
+    """``device`` checked against :data:`DEVICES`; ``"auto"`` becomes ``"cuda"`` if CUDA is available, else ``"cpu"``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not isinstance(device, str) or not (device in ("cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", device)):
+        raise ValueError(f"device must be one of {', '.join(map(repr, DEVICES))} (N a GPU index), got {device!r}")
+    return device
+
+
+def auto_mixed_precision(device: str | torch.device) -> str:
+    """What ``mixed_precision="auto"`` means on ``device``: ``"bf16"`` on a CUDA GPU with native bf16 (compute
+    capability >= 8.0, Ampere and later), ``"fp16"`` on older GPUs (V100, T4 only emulate bf16), ``"no"`` elsewhere."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
 
 
 @dataclass
@@ -269,9 +301,8 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch
 def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     if device.type != "cuda" or config.mixed_precision == "no":
         return None
-    if config.mixed_precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if config.mixed_precision == "bf16" else torch.float16
+    precision = auto_mixed_precision(device) if config.mixed_precision == "auto" else config.mixed_precision
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
 def _as_loader(data: DataLoader | Dataset | Iterable, batch_size: int, shuffle: bool, seed: int) -> Iterable:
@@ -333,9 +364,11 @@ def _loader_generator(loader: Iterable) -> torch.Generator | None:
 
 def _rng_state(loader: Iterable) -> dict[str, Any]:
     generator = _loader_generator(loader)
+    version, internal, gauss = random.getstate()
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), position, has_gauss, cached_gaussian],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "loader": None if generator is None else generator.get_state(),
@@ -343,8 +376,10 @@ def _rng_state(loader: Iterable) -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any], loader: Iterable) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -357,25 +392,163 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
+# A checkpoint is data only: one safetensors file whose tensors are the trainable weights, the optimizer's state
+# tensors and the RNG states, and whose metadata holds everything else as JSON, with each tensor replaced by
+# {"tensor": key}, tuples by {"tuple": [...]} and integer-keyed dicts (optimizer state) by {"int_keys": {...}}.
+def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value.detach().cpu().contiguous().clone()
+        return {"tensor": key}
+    if isinstance(value, tuple):
+        return {"tuple": [_encode(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        if value and all(isinstance(k, int) and not isinstance(k, bool) for k in value):
+            return {"int_keys": {str(k): _encode(v, f"{key}.{k}", tensors) for k, v in value.items()}}
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"cannot store a dict with keys {list(value)[:3]} in a checkpoint")
+        return {"dict": {k: _encode(v, f"{key}.{k}", tensors) for k, v in value.items()}}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint (at {key})")
+
+
+def _decode(value: Any, tensors: dict[str, torch.Tensor], used: set[str]) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, tensors, used) for v in value]
+    if isinstance(value, dict):
+        if len(value) != 1 or next(iter(value)) not in ("tensor", "tuple", "int_keys", "dict"):
+            raise ValueError(f"unexpected entry {sorted(value)[:3]} in the metadata")
+        (kind, content), = value.items()
+        if kind == "tensor":
+            if content not in tensors:
+                raise ValueError(f"tensor {content!r} is missing")
+            used.add(content)
+            return tensors[content]
+        if kind == "tuple":
+            return tuple(_decode(v, tensors, used) for v in content)
+        if kind == "int_keys":
+            return {int(k): _decode(v, tensors, used) for k, v in content.items()}
+        return {k: _decode(v, tensors, used) for k, v in content.items()}
+    return value
+
+
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    torch.save(payload, temporary)
-    temporary.replace(path)  # atomic: an interruption never leaves a half-written checkpoint
+    tensors: dict[str, torch.Tensor] = {}
+    metadata = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION, "payload": _encode(payload, "payload", tensors)}
+    temporary = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(temporary), metadata={_CHECKPOINT_METADATA_KEY: json.dumps(metadata)})
+    os.replace(temporary, path)  # atomic: an interruption never leaves a half-written checkpoint
 
 
-def _load_checkpoint(path: Path, model: nn.Module, config: TrainConfig) -> dict[str, Any]:
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    saved = {k: v for k, v in payload["config"].items() if k not in _RESUME_FREE_OPTIONS}
-    current = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE_OPTIONS}
-    if saved != current:
-        changed = sorted(k for k in current if saved.get(k) != current[k])
-        raise ValueError(f"checkpoint {path} was written with a different TrainConfig (changed: {changed}); use a new checkpoint_dir")
-    expected = set(_trainable_state(model))
-    if set(payload["trainable"]) != expected:
-        raise ValueError(f"checkpoint {path} does not fit this model's trainable parameters")
-    model.load_state_dict(payload["trainable"], strict=False)
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """The payload of the checkpoint at ``path``, parsed without running anything; ``ValueError`` if it is not one."""
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = json.loads((file.metadata() or {})[_CHECKPOINT_METADATA_KEY])
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"checkpoint {path} is not an aurora.train checkpoint (a safetensors file with its metadata): {error}") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint {path} is a safetensors file but not one written by aurora.train.fit")
+    if metadata.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(
+            f"checkpoint {path} has format_version {metadata.get('format_version')!r}; this version of aurora reads "
+            f"only {CHECKPOINT_FORMAT_VERSION}"
+        )
+    used: set[str] = set()
+    try:
+        payload = _decode(metadata.get("payload"), tensors, used)
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ValueError(f"checkpoint {path} is damaged: {error}") from None
+    if set(tensors) != used:
+        raise ValueError(f"checkpoint {path} holds tensors its metadata does not name: {sorted(set(tensors) - used)[:5]}")
+    required = {"epoch", "config", "trainable", "optimizer", "scheduler", "scaler", "rng", "history", "wall_time_s"}
+    if not isinstance(payload, dict) or not required <= set(payload):
+        found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"checkpoint {path} is damaged: expected entries {sorted(required)}, found {found}")
     return payload
+
+
+def _check_tensor(path: Path, what: str, saved: Any, like: torch.Tensor) -> None:
+    if not isinstance(saved, torch.Tensor) or saved.shape != like.shape or saved.dtype != like.dtype:
+        found = f"{tuple(saved.shape)} {saved.dtype}" if isinstance(saved, torch.Tensor) else type(saved).__name__
+        raise ValueError(f"checkpoint {path}: {what} should be a {tuple(like.shape)} {like.dtype} tensor, found {found}")
+    if saved.is_floating_point() and not torch.isfinite(saved).all():
+        raise ValueError(f"checkpoint {path}: {what} holds non-finite values (inf or NaN)")
+
+
+def _load_checkpoint(
+    path: Path,
+    model: nn.Module,
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    loader: Iterable,
+) -> dict[str, Any]:
+    """Validate everything in the checkpoint against the run, then restore it into the model, optimizer, schedule, scaler and RNGs."""
+    payload = _read_checkpoint(path)
+    try:
+        saved = {k: v for k, v in payload["config"].items() if k not in _RESUME_FREE_OPTIONS}
+        current = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE_OPTIONS}
+        if saved != current:
+            changed = sorted(k for k in set(current) | set(saved) if saved.get(k) != current.get(k))
+            raise ValueError(f"checkpoint {path} was written with a different TrainConfig (changed: {changed}); use a new checkpoint_dir")
+        expected = _trainable_state(model)
+        if not isinstance(payload["trainable"], dict) or set(payload["trainable"]) != set(expected):
+            raise ValueError(f"checkpoint {path} does not fit this model's trainable parameters")
+        for name, tensor in expected.items():
+            _check_tensor(path, f"trainable parameter {name}", payload["trainable"][name], tensor)
+        _check_optimizer_state(path, payload["optimizer"], optimizer)
+        if set(payload["scheduler"]) != set(scheduler.state_dict()):
+            raise ValueError(f"checkpoint {path}: the learning-rate schedule's state has entries {sorted(payload['scheduler'])}")
+        if bool(payload["scaler"]) != scaler.is_enabled():
+            raise ValueError(f"checkpoint {path}: the grad scaler was {'en' if payload['scaler'] else 'dis'}abled when it was written")
+        rng = payload["rng"]
+        _check_tensor(path, "the torch RNG state", rng["torch"], torch.get_rng_state())
+        generator = _loader_generator(loader)
+        if rng["loader"] is not None and generator is not None:
+            _check_tensor(path, "the data loader's RNG state", rng["loader"], generator.get_state())
+        history = [EpochRecord(**record) for record in payload["history"]]
+        if not isinstance(payload["epoch"], int) or not 1 <= payload["epoch"] == len(history):
+            raise ValueError(f"checkpoint {path}: epoch {payload['epoch']!r} does not match its history of {len(history)} epochs")
+        try:  # restore the Python and NumPy states into scratch generators first: they validate them
+            random.Random().setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+            np.random.RandomState().set_state((rng["numpy"][0], np.asarray(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
+        except (ValueError, OverflowError) as error:
+            raise ValueError(f"checkpoint {path}: the Python or NumPy RNG state is damaged: {error}") from None
+    except (KeyError, TypeError, AttributeError, IndexError) as error:
+        raise ValueError(f"checkpoint {path} is damaged: {type(error).__name__}: {error}") from None
+    # everything checked: now change the run's state
+    model.load_state_dict(payload["trainable"], strict=False)
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    scaler.load_state_dict(payload["scaler"])
+    _set_rng_state(rng, loader)
+    payload["history"] = history
+    return payload
+
+
+def _check_optimizer_state(path: Path, saved: Any, optimizer: torch.optim.Optimizer) -> None:
+    """The saved AdamW state fits ``optimizer``: the same groups with the same parameters, state tensors of their shapes."""
+    current = optimizer.state_dict()
+    groups, state = saved["param_groups"], saved["state"]
+    if [len(g["params"]) for g in groups] != [len(g["params"]) for g in current["param_groups"]]:
+        raise ValueError(f"checkpoint {path}: the optimizer's parameter groups do not match this model's")
+    if [sorted(set(g) - {"params"}) for g in groups] != [sorted(set(g) - {"params"}) for g in current["param_groups"]]:
+        raise ValueError(f"checkpoint {path}: the optimizer's options differ from this optimizer's")
+    parameters = {index: p for saved_group, group in zip(groups, optimizer.param_groups) for index, p in zip(saved_group["params"], group["params"])}
+    if not set(state) <= set(parameters):
+        raise ValueError(f"checkpoint {path}: optimizer state for unknown parameters {sorted(set(state) - set(parameters))[:5]}")
+    for index, entries in state.items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                _check_tensor(path, f"optimizer state {name} of parameter {index}", value, parameters[index].detach().cpu())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,13 +566,22 @@ def fit(
     ``train_data``/``eval_data``: DataLoaders, or Datasets (then batched with ``config.batch_size``,
     the training set shuffled by a generator seeded with ``config.seed``). With ``checkpoint_dir``,
     the trainable weights, optimizer, scheduler, grad scaler, RNG states and history are saved after
-    every epoch; ``resume=True`` continues from there and reproduces an uninterrupted run's history
-    (callbacks then run only for the epochs that are still to do). Frozen weights are never touched.
+    every epoch in :data:`CHECKPOINT_FILE`, data only (safetensors tensors, the rest as JSON in its
+    metadata); ``resume=True`` checks all of it against the run, then continues from there and reproduces
+    an uninterrupted run bit for bit (callbacks then run only for the epochs that are still to do). A
+    damaged, foreign or mismatched checkpoint raises ``ValueError`` naming it. Frozen weights are never touched.
+
+    One process: ``fit`` neither shards the data nor reduces losses across ranks; multi-process training
+    (``torchrun``, ``accelerate launch``) goes through :mod:`aurora.hf`, which is tested to train and log like one process.
     """
     start_time = time.perf_counter()
-    device = torch.device(config.device)
+    device = torch.device(resolve_device(config.device))
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={config.device!r} but CUDA is not available; use device='cpu'")
+        raise ValueError(f"device={config.device!r} but CUDA is not available; use device='cpu' or 'auto'")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={config.device!r} but MPS is not available; use device='cpu' or 'auto'")
+    if config.mixed_precision in ("bf16", "fp16") and device.type != "cuda":
+        raise ValueError(f"mixed_precision={config.mixed_precision!r} needs a CUDA device; use 'auto' or 'no' on {device.type}")
     _seed_everything(config.seed)
     train_loader = _as_loader(train_data, config.batch_size, shuffle=True, seed=config.seed)
     eval_loader = _as_loader(eval_data, config.batch_size, shuffle=False, seed=config.seed)
@@ -418,13 +600,14 @@ def fit(
     first_epoch = 1
     elapsed_before = 0.0
     checkpoint = None if config.checkpoint_dir is None else Path(config.checkpoint_dir) / CHECKPOINT_FILE
-    if config.resume and checkpoint is not None and checkpoint.is_file():
-        payload = _load_checkpoint(checkpoint, model, config)
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        scaler.load_state_dict(payload["scaler"])
-        _set_rng_state(payload["rng"], train_loader)
-        history = [EpochRecord(**record) for record in payload["history"]]
+    if config.resume and checkpoint is not None and not checkpoint.exists() and (checkpoint.parent / LEGACY_CHECKPOINT_FILE).exists():
+        raise ValueError(
+            f"checkpoint {checkpoint.parent / LEGACY_CHECKPOINT_FILE} is a pickle (written by an older aurora); it is not "
+            "loaded because unpickling can run code. Start the run again with a new checkpoint_dir"
+        )
+    if config.resume and checkpoint is not None and checkpoint.exists():
+        payload = _load_checkpoint(checkpoint, model, config, optimizer, scheduler, scaler, train_loader)
+        history = payload["history"]
         first_epoch = payload["epoch"] + 1
         elapsed_before = payload["wall_time_s"]
     else:
