@@ -10,6 +10,7 @@ warmup ratio, clipping, seed, bf16, evaluation every epoch), so both paths train
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,9 +20,9 @@ from torch import nn
 from transformers import EvalPrediction, Trainer, TrainingArguments
 
 from .config import require_choice
-from .train import METRICS, TrainConfig, compute_metric, parameter_groups
+from .train import METRICS, TrainConfig, auto_mixed_precision, compute_metric, parameter_groups, resolve_device
 
-__all__ = ["AdapterTrainer", "make_trainer", "training_arguments", "metric_function"]
+__all__ = ["AdapterTrainer", "make_trainer", "training_arguments", "metric_function", "loss_function"]
 
 
 def metric_function(metric: str) -> Callable[[EvalPrediction], dict[str, float]]:
@@ -37,12 +38,45 @@ def metric_function(metric: str) -> Callable[[EvalPrediction], dict[str, float]]
     return compute_metrics
 
 
-class AdapterTrainer(Trainer):
-    """``Trainer`` with separate AdamW groups for adapters and head (App. G, Table 13)."""
+def loss_function(metric: str) -> Callable[..., torch.Tensor]:
+    """A ``compute_loss_func`` for ``Trainer``: the loss of :mod:`aurora.train` (cross-entropy in fp32, mean squared
+    error for 'pearson'), summed over the examples and divided by ``num_items_in_batch``.
 
-    def __init__(self, *args: Any, head_lr: float | None = None, head_weight_decay: float | None = None, **kwargs: Any) -> None:
+    ``Trainer`` (transformers 5) passes ``num_items_in_batch``, the number of labelled examples in the whole step
+    (all gradient-accumulation micro-batches, and with ``average_tokens_across_devices`` all processes), and
+    multiplies the loss by the number of processes, because DDP averages gradients. That is right only for a
+    loss normalised by ``num_items_in_batch``; a model's own sequence-classification loss is a per-batch mean, so
+    under ``torchrun --nproc_per_node=2`` the loss and the gradient (hence ``max_grad_norm`` clipping) came out
+    twice what one process computes for the same global batch, and with accumulation ``steps`` times. Normalising
+    here makes one process, many processes and gradient accumulation train on, and log, the mean over the global batch.
+    """
+    require_choice("metric", metric, METRICS)
+    regression = metric == "pearson"
+
+    def compute_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+        logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[0]
+        if regression:
+            losses = nn.functional.mse_loss(logits.float().reshape(labels.shape), labels.float(), reduction="none")
+            count = labels.numel()
+        else:
+            losses = nn.functional.cross_entropy(logits.float(), labels.long(), reduction="none")  # ignores label -100
+            count = labels.ne(-100).sum()
+        return losses.sum() / (count if num_items_in_batch is None else num_items_in_batch)
+
+    return compute_loss
+
+
+class AdapterTrainer(Trainer):
+    """``Trainer`` with separate AdamW groups for adapters and head (App. G, Table 13) and the loss of
+    :func:`loss_function` (``metric`` picks cross-entropy or MSE), so that its loss and gradient are the same with
+    one process, several (``torchrun``/``accelerate launch``) or gradient accumulation."""
+
+    def __init__(
+        self, *args: Any, head_lr: float | None = None, head_weight_decay: float | None = None, metric: str = "accuracy", **kwargs: Any
+    ) -> None:
         self.head_lr = head_lr
         self.head_weight_decay = head_weight_decay
+        kwargs.setdefault("compute_loss_func", loss_function(metric))
         super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
@@ -62,10 +96,8 @@ def training_arguments(config: TrainConfig, output_dir: str | Path, **overrides:
 
     ``config.head_lr``/``head_weight_decay`` go to :func:`make_trainer`; ``overrides`` win over the mapping.
     """
-    on_cuda = config.device.startswith("cuda")
-    precision = config.mixed_precision
-    if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_cuda and torch.cuda.is_available() else "no"
+    device = resolve_device(config.device)
+    precision = auto_mixed_precision(device) if config.mixed_precision == "auto" else config.mixed_precision
     values: dict[str, Any] = dict(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
@@ -79,7 +111,7 @@ def training_arguments(config: TrainConfig, output_dir: str | Path, **overrides:
         seed=config.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        use_cpu=not on_cuda,
+        use_cpu=device == "cpu",
         eval_strategy="epoch",
         save_strategy="epoch" if config.checkpoint_dir is not None else "no",
         logging_strategy="epoch",
@@ -117,5 +149,6 @@ def make_trainer(
         eval_dataset=eval_dataset,
         head_lr=head_lr,
         head_weight_decay=head_weight_decay,
+        metric=metric,
         **trainer_kwargs,
     )
