@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 import random
 import re
@@ -96,22 +97,24 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
 
     def __post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        for name in ("lr", "head_lr"):
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
-        for name in ("weight_decay", "head_weight_decay"):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+            setattr(self, name, int(value))
+        positive, non_negative, fraction = ("> 0", lambda v: v > 0), (">= 0", lambda v: v >= 0), ("in [0, 1)", lambda v: 0 <= v < 1)
+        limits = {"lr": (positive, False), "head_lr": (positive, True), "weight_decay": (non_negative, False),
+                   "head_weight_decay": (non_negative, True), "warmup_ratio": (fraction, False), "max_grad_norm": (positive, True)}
+        for name, ((condition, holds), may_be_none) in limits.items():
             value = getattr(self, name)
-            if value is not None and not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
+            if value is None and may_be_none:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not holds(value):
+                raise ValueError(f"{name} must be a finite number {condition}{' or None' if may_be_none else ''}, got {value!r}")
+            setattr(self, name, float(value))
+        for name in ("resume", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         require_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         require_choice("metric", self.metric, METRICS)
         resolve_device(self.device)  # validates
