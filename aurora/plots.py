@@ -13,11 +13,15 @@ from typing import Iterator
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
+import numpy as np
+import torch
 from matplotlib.figure import Figure
 
 __all__ = [
     "BOOK_STYLE", "FIGURE_SIZES", "METHOD_STYLES", "CI_FORMATS",
     "method_style", "use_book_style", "book_figure", "results_table",
+    "COEFFICIENT_PRESETS", "preset_coefficients", "anl_unit", "anl_curves",
+    "plot_anl", "plot_bspline_basis", "plot_sinter",
 ]
 
 # Page text is ~720 px wide at 100 % zoom; at dpi 100 these widths fill it without scaling fonts down.
@@ -174,3 +178,192 @@ def results_table(
     else:
         table.index = pd.RangeIndex(1, len(table) + 1)
     return table
+
+
+# ---------------------------------------------------------------------------------------------
+# The ANL explorer (book/anl_explorer.md): one unit of AuroRA's Adaptive Nonlinear Layer, Eq. 5-8.
+# ---------------------------------------------------------------------------------------------
+
+COEFFICIENT_PRESETS = ("zeros", "ramp", "bump", "random 0", "random 1", "random 2", "random 3")
+"""Spline-coefficient shapes for :func:`preset_coefficients`: a flat, a linear, a one-bump and seeded random curves."""
+
+# Colours of σ and its parts (not methods, so not in METHOD_STYLES); the grid range is shaded green.
+ANL_COLOURS = {"sigma": "black", "F": "#1f77b4", "L": "#ff7f0e", "slope": "#d62728", "grid": "#2ca02c",
+               "sinter": "#9467bd"}
+
+
+def preset_coefficients(preset: str, count: int) -> torch.Tensor:
+    """``count`` spline coefficients c_1..c_count shaped like ``preset`` (one of :data:`COEFFICIENT_PRESETS`)."""
+    if preset not in COEFFICIENT_PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(map(repr, COEFFICIENT_PRESETS))}; got {preset!r}")
+    if count < 1:
+        raise ValueError(f"count must be a positive integer; got {count!r}")
+    if preset == "zeros":
+        return torch.zeros(count)
+    if preset == "ramp":
+        return torch.linspace(-1.0, 1.0, count)
+    if preset == "bump":
+        return torch.zeros(count).index_fill_(0, torch.tensor([count // 2]), 1.0)
+    seed = int(preset.removeprefix("random "))
+    return 0.5 * torch.randn(count, generator=torch.Generator().manual_seed(seed))
+
+
+def anl_unit(
+    grid_size: int = 5,
+    spline_order: int = 3,
+    grid_range: tuple[float, float] = (-1.0, 1.0),
+    h: float = 1.0,
+    preset: str = "random 0",
+    coefficient_scale: float = 1.0,
+    fixed: bool = True,
+    learnable: bool = True,
+):
+    """A rank-1 :class:`aurora.AdaptiveNonlinearLayer` with self-projection H = h and coefficients from a preset.
+
+    With ``spline_mode="per_unit"`` (the default) a rank-r̃ layer with H = hI acts like this unit on
+    every coordinate, so one unit shows what σ(z) = tanh(H tanh z) + Σ_k c_k B_k(z) (Eq. 5-8) does.
+    """
+    import aurora
+
+    layer = aurora.AdaptiveNonlinearLayer(
+        1, fixed=fixed, learnable=learnable, grid_size=grid_size, spline_order=spline_order, grid_range=grid_range
+    )
+    with torch.no_grad():
+        if fixed:
+            layer.self_projection.fill_(h)
+        if learnable:
+            count = aurora.num_bases(grid_size, spline_order)
+            layer.spline_coefficients.copy_(coefficient_scale * preset_coefficients(preset, count)[None, :])
+    return layer
+
+
+def anl_curves(layer, z: torch.Tensor) -> dict[str, np.ndarray]:
+    """σ, dσ/dz (autograd through ``layer``), F and L of a rank-1 ANL at the inputs ``z`` (1-D)."""
+    if z.ndim != 1:
+        raise ValueError(f"z must be a 1-D tensor of inputs; got shape {tuple(z.shape)}")
+    z = z.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        value = layer(z[:, None])[:, 0]
+        (slope,) = torch.autograd.grad(value.sum(), z)
+    with torch.no_grad():
+        zero = torch.zeros_like(z)
+        fixed = layer.fixed_part(z[:, None])[:, 0] if layer.self_projection is not None else zero
+        learnable = layer.learnable_part(z[:, None])[:, 0] if layer.spline_coefficients is not None else zero
+    return {"z": z.detach().numpy(), "sigma": value.detach().numpy(), "slope": slope.numpy(),
+            "F": fixed.numpy(), "L": learnable.numpy()}
+
+
+def _shade_grid(axes, knots: np.ndarray, grid_range: tuple[float, float]) -> None:
+    axes.axvspan(*grid_range, color=ANL_COLOURS["grid"], alpha=0.08)
+    for knot in (knots[0], knots[-1]):
+        axes.axvline(knot, color=ANL_COLOURS["grid"], linestyle=":", linewidth=1)
+
+
+def plot_anl(layer, z_max: float = 3.0, title: str = "") -> Figure:
+    """σ with its parts F and L (left) and dσ/dz (right) of a rank-1 ANL over [-z_max, z_max].
+
+    The layer's grid range is shaded; dotted lines mark the outermost knots, beyond which L = 0.
+    """
+    curves = anl_curves(layer, torch.linspace(-z_max, z_max, 601))
+    figure, (left, right) = book_figure("wide", 1, 2)
+    left.plot(curves["z"], curves["sigma"], color=ANL_COLOURS["sigma"], linewidth=2, label="σ(z) = F + L")
+    left.plot(curves["z"], curves["F"], color=ANL_COLOURS["F"], linestyle="--", label="F(z) = tanh(h tanh z)")
+    left.plot(curves["z"], curves["L"], color=ANL_COLOURS["L"], linestyle="--", label="L(z) (spline)")
+    right.plot(curves["z"], curves["slope"], color=ANL_COLOURS["slope"], label="dσ/dz (autograd)")
+    knots = layer.knots.numpy()
+    grid_range = (float(knots[layer.spline_order]), float(knots[-layer.spline_order - 1]))
+    for axes in (left, right):
+        _shade_grid(axes, knots, grid_range)
+        axes.set_xlabel("z")
+        axes.legend(loc="upper left")
+    left.set_title(title or "σ and its parts")
+    right.set_title("derivative")
+    return figure
+
+
+def plot_bspline_basis(grid_size: int, order: int, grid_range: tuple[float, float] = (-1.0, 1.0)) -> Figure:
+    """All grid_size + order B-spline basis functions on a uniform grid, and their sum (1 inside the range)."""
+    import aurora
+
+    knots = aurora.uniform_knots(grid_size, order, grid_range)
+    z = torch.linspace(-2.0, 2.0, 801)
+    basis = aurora.bspline_basis(z, knots, order).numpy()
+    figure, axes = book_figure("wide")
+    axes.plot(z, basis, linewidth=1)
+    axes.plot(z, basis.sum(axis=1), color="black", linestyle="--", linewidth=1.5, label="sum of all bases")
+    axes.axvspan(*grid_range, color=ANL_COLOURS["grid"], alpha=0.08)
+    axes.set_ylim(-0.05, 1.15)
+    axes.set_xlabel("z")
+    axes.legend(loc="upper right")
+    axes.set_title(f"{basis.shape[1]} B-spline basis functions: grid size {grid_size}, order {order}")
+    return figure
+
+
+def plot_sinter(amplitude: float, frequency: float, x: torch.Tensor | None = None) -> Figure:
+    """LoRAN's Sinter(x) = a sin(ωx) x + x on LoRA-sized entries x (default 1e-4..1e-2, log axis).
+
+    Left: the change Sinter(x) − x; right: the relative change a sin(ωx), bounded by ±a (dotted).
+    """
+    import aurora
+
+    x = torch.logspace(-4, -2, 1500, dtype=torch.float64) if x is None else x
+    change = (aurora.sinter(x, amplitude, frequency) - x).numpy()
+    figure, (left, right) = book_figure("wide", 1, 2)
+    left.plot(x, change, color=ANL_COLOURS["sinter"], linewidth=0.8)
+    left.set_title("Sinter(x) − x")
+    right.plot(x, change / x.numpy(), color=ANL_COLOURS["sinter"], linewidth=0.8)
+    for bound in (amplitude, -amplitude):
+        right.axhline(bound, color="black", linestyle=":", linewidth=1)
+    right.set_title("relative change; bound ±a")
+    for axes in (left, right):
+        axes.set_xscale("log")
+        axes.set_xlabel("x (entry of ΔW)")
+        axes.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    return figure
+
+
+def adapter_cost_figure(timings, labels: dict[str, str] | None = None) -> Figure:
+    """Training step / our LoRA and merged inference / base, against rank, one row of panels per model (``book/cost.md``).
+
+    ``timings`` is the benchmark's ``timings.csv`` as a DataFrame; error bars are the quartiles of the per-round ratios.
+    """
+    import numpy as np
+    from matplotlib.ticker import FuncFormatter, NullLocator
+
+    labels = labels or {}
+    models = list(dict.fromkeys(timings["model"]))
+    mpl.rcParams.update(BOOK_STYLE)
+    width = FIGURE_SIZES["wide"][0]
+    fig, axes = plt.subplots(len(models), 2, figsize=(width, 2.6 * len(models) + 1.2), squeeze=False)
+    panels = [("train", "ratio_to_lora", "training step / our LoRA"), ("infer_merged", "ratio_to_base", "merged inference / base")]
+    for row, model in enumerate(models):
+        of_model = timings[timings["model"] == model]
+        batch = of_model.groupby("batch")["rank"].nunique().idxmax()  # the rank sweep's batch size
+        first = of_model.iloc[0]
+        for column, (phase, ratio, ylabel) in enumerate(panels):
+            ax = axes[row][column]
+            data = of_model[(of_model["phase"] == phase) & (of_model["batch"] == batch) & of_model[ratio].notna()]
+            if data.empty:  # this phase was not run
+                ax.set_visible(False)
+                continue
+            for method in dict.fromkeys(data["method"]):
+                if method == "base" and ratio == "ratio_to_base":
+                    continue
+                line = data[data["method"] == method].sort_values("rank")
+                err = np.vstack([line[ratio] - line[f"{ratio}_q1"], line[f"{ratio}_q3"] - line[ratio]])
+                ax.errorbar(line["rank"], line[ratio], yerr=err, ms=4, capsize=2, label=labels.get(method, method), **method_style(method))
+            ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+            ax.set_xscale("log", base=2)
+            ranks = sorted(set(data["rank"]))
+            ax.set_xticks(ranks, [str(r) for r in ranks])
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xlim(min(ranks) / 1.5, max(ranks) * 1.5)
+            if data[ratio].max() > 3:  # e.g. LoRAN or full fine-tuning on the 4096-wide block
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.set_xlabel("rank r")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{model}: {first['layers']} layer(s), batch {batch} × {first['seq_len']} tokens", fontsize=9)
+    handles, names = next(ax for ax in axes.flat if ax.get_visible()).get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=3, fontsize=7.5)
+    return fig

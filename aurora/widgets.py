@@ -17,6 +17,7 @@ Chapter: ``book/anl_explorer.md`` (the ANL explorer) uses all three.
 
 from __future__ import annotations
 
+import html
 import io
 import os
 from collections.abc import Callable, Hashable, Sequence
@@ -41,6 +42,9 @@ STATIC_BUILD_ENV = "AURORA_BOOK_STATIC"
 
 FRAME_SLIDER_CLASS = "aurora-frame-slider"
 """CSS class on every precomputed-frame slider box (the browser test looks for it)."""
+
+SLIDER_CAPTION_CLASS = "aurora-slider-caption"
+"""CSS class of the caption under a slider's figure (the book's figures all carry one)."""
 
 LIVE_EXPLORER_NOTE = (
     "Live sliders appear here when you run this notebook in Jupyter; "
@@ -98,6 +102,15 @@ def _selection_slider(
     )
 
 
+def _caption(caption: str) -> ipywidgets.HTML:
+    """The caption under a slider's frames: plain text (HTML-escaped), like a figure's figcaption."""
+    if not isinstance(caption, str) or not caption.strip():
+        raise ValueError(f"caption must be a non-empty string saying what to look at; got {caption!r}")
+    label = ipywidgets.HTML(value=f"<p>{html.escape(caption.strip())}</p>")
+    label.add_class(SLIDER_CAPTION_CLASS)
+    return label
+
+
 def _image(png: bytes) -> ipywidgets.Image:
     return ipywidgets.Image(value=png, format="png", layout=ipywidgets.Layout(max_width="100%"))
 
@@ -107,6 +120,7 @@ def frame_slider(
     values: Sequence[Value],
     description: str,
     *,
+    caption: str,
     initial: Value | None = None,
     format_value: Callable[[Value], str] | None = None,
     dpi: int = 80,
@@ -114,9 +128,11 @@ def frame_slider(
     """A slider over ``values`` that switches between precomputed figures, also in static HTML.
 
     ``render(value)`` must return a new matplotlib figure; it is called once per value now.
+    ``caption`` is shown under the figure (what to look at, as for every figure of the book).
     ``format_value`` turns a value into its slider label (default ``str``).
-    Returns a ``VBox(slider, Stack(images))`` whose slider index is ``jslink``-ed to the stack.
+    Returns a ``VBox(slider, Stack(images), caption)`` whose slider index is ``jslink``-ed to the stack.
     """
+    caption_widget = _caption(caption)
     _check_values(values, "values")
     labels = _labels(values, format_value)
     index = _initial_index(values, initial, "initial")
@@ -126,7 +142,7 @@ def frame_slider(
     )
     slider = _selection_slider(labels, index, description)
     ipywidgets.jslink((slider, "index"), (stack, "selected_index"))
-    box = ipywidgets.VBox([slider, stack])
+    box = ipywidgets.VBox([slider, stack, caption_widget])
     box.add_class(FRAME_SLIDER_CLASS)
     return box
 
@@ -138,6 +154,7 @@ def frame_slider_2d(
     description: str,
     description2: str,
     *,
+    caption: str,
     initial: Value | None = None,
     initial2: Value2 | None = None,
     format_value: Callable[[Value], str] | None = None,
@@ -149,7 +166,9 @@ def frame_slider_2d(
     ``len(values) * len(values2)`` figures are rendered now. The first slider selects a row of an
     outer ``Stack``; each row is an inner ``Stack`` over ``values2`` whose index is linked to the
     second slider, so both sliders work in the browser without arithmetic in JavaScript.
+    ``caption`` is shown under the figure.
     """
+    caption_widget = _caption(caption)
     _check_values(values, "values")
     _check_values(values2, "values2")
     labels = _labels(values, format_value)
@@ -169,7 +188,7 @@ def frame_slider_2d(
         rows.append(row)
     stack = ipywidgets.Stack(children=rows, selected_index=index)
     ipywidgets.jslink((slider, "index"), (stack, "selected_index"))
-    box = ipywidgets.VBox([slider, slider2, stack])
+    box = ipywidgets.VBox([slider, slider2, stack, caption_widget])
     box.add_class(FRAME_SLIDER_CLASS)
     return box
 

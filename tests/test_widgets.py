@@ -61,8 +61,11 @@ def test_figure_to_png_renders_at_dpi_and_closes_the_figure():
 def test_frame_slider_holds_one_frame_per_value_in_order_and_links_index_to_stack():
     plt.close("all")
     names = ["red", "green", "blue"]
-    box = widgets.frame_slider(lambda name: solid_figure(COLORS[name]), names, "colour", initial="green")
-    slider, stack = box.children
+    box = widgets.frame_slider(lambda name: solid_figure(COLORS[name]), names, "colour", initial="green",
+                               caption="Colours <by> name")
+    slider, stack, caption = box.children
+    assert widgets.SLIDER_CAPTION_CLASS in caption._dom_classes
+    assert caption.value == "<p>Colours &lt;by&gt; name</p>", "captions are text, escaped"
     assert widgets.FRAME_SLIDER_CLASS in box._dom_classes
     assert [label for label, _ in slider.options] == names
     assert slider.index == 1 and stack.selected_index == 1
@@ -84,9 +87,11 @@ def test_frame_slider_2d_grid_matches_both_values():
         return solid_figure(tuple(brightness * channel for channel in COLORS[name]))
 
     box = widgets.frame_slider_2d(
-        render, rows, columns, "colour", "brightness", initial2=0.5, format_value2=lambda v: f"{v:.1f}"
+        render, rows, columns, "colour", "brightness", initial2=0.5, format_value2=lambda v: f"{v:.1f}",
+        caption="Brightness rises to the right.",
     )
-    slider, slider2, stack = box.children
+    slider, slider2, stack, caption = box.children
+    assert "Brightness rises" in caption.value
     assert slider.index == 0 and slider2.index == 1
     assert slider.style.description_width == slider2.style.description_width, "tracks start together"
     assert [label for label, _ in slider2.options] == ["0.0", "0.5", "1.0"]
@@ -107,9 +112,11 @@ def test_frame_slider_2d_grid_matches_both_values():
         (dict(values="abc"), "values must be a non-empty sequence"),
         (dict(values=[1, 2], initial=3), "initial must be one of"),
         (dict(values=[0.10, 0.11], format_value=lambda v: f"{v:.1f}"), "distinct labels"),
+        (dict(values=[1, 2], caption="  "), "caption must be a non-empty string"),
     ],
 )
 def test_frame_slider_rejects_bad_input(arguments, message):
+    arguments = {"caption": "A caption.", **arguments}
     with pytest.raises(ValueError, match=message):
         widgets.frame_slider(lambda value: solid_figure(COLORS["grey"]), description="x", **arguments)
     plt.close("all")
