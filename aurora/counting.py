@@ -2,45 +2,57 @@
 
 Reproduces the "Params" columns of the AuroRA paper (Tables 1–3) from the published configs of the
 models. CLI: ``aurora-count`` (or ``python -m aurora.counting``). Chapter: ``book/cost.md``.
+
+The same configs at chosen depth, with random weights, are the backbones of the cost benchmark
+(:data:`BACKBONES`, :meth:`Backbone.build`): real widths, no download.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from .config import AdapterConfig
+from .config import METHODS, SPLINE_MODES, AdapterConfig
 from .inject import add_adapters, suggest_target_modules, trainable_parameters
 
-__all__ = ["MODEL_CONFIGS", "PAPER_PARAMS", "build_on_meta", "count_adapter_parameters", "paper_parameter_table", "main"]
+__all__ = [
+    "MODEL_CONFIGS", "PAPER_PARAMS", "BACKBONES", "Backbone", "build_on_meta", "count_adapter_parameters",
+    "paper_parameter_table", "printed_count_matches", "main",
+]
 
 
-def _roberta(hidden: int, layers: int, heads: int, intermediate: int) -> Any:
+def _roberta(hidden: int, layers: int, heads: int, intermediate: int, vocab_size: int = 50265) -> Any:
     from transformers import RobertaConfig
 
     return RobertaConfig(
-        vocab_size=50265, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
         intermediate_size=intermediate, max_position_embeddings=514, type_vocab_size=1,
     )
 
 
-def _vit(hidden: int, layers: int, heads: int, intermediate: int) -> Any:
+def _vit(hidden: int, layers: int, heads: int, intermediate: int, image_size: int = 224) -> Any:
     from transformers import ViTConfig
 
-    return ViTConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=intermediate)
+    return ViTConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=intermediate,
+                     image_size=image_size, patch_size=16)
 
 
-def _llama3_8b() -> Any:
+def _llama(hidden: int, layers: int, heads: int, intermediate: int, key_value_heads: int, vocab_size: int = 128256) -> Any:
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0,
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=key_value_heads, max_position_embeddings=8192, rope_theta=500000.0,
     )
+
+
+def _llama3_8b() -> Any:
+    return _llama(4096, 32, 32, 14336, 8)
 
 
 # The published configs of the paper's models (hub names as keys), built without network access.
@@ -87,6 +99,80 @@ def build_on_meta(model_name: str) -> nn.Module:
         return AutoModel.from_config(MODEL_CONFIGS[model_name]())
 
 
+@dataclass(frozen=True)
+class Backbone:
+    """A backbone of real width for the cost benchmark: one of the paper's configs at a chosen depth, random weights.
+
+    The embedding tables are cut to a small vocabulary (inputs are given as embeddings or pixels, so they only
+    cost memory); everything an adapter touches has the real shape.
+    """
+
+    name: str
+    family: str  # "roberta" | "vit" | "llama"
+    hidden: int
+    heads: int
+    intermediate: int
+    key_value_heads: int | None = None
+    targets: tuple[str, ...] = ()  # empty: the query and value projections (suggest_target_modules)
+
+    def config(self, layers: int) -> Any:
+        if self.family == "roberta":
+            return _roberta(self.hidden, layers, self.heads, self.intermediate, vocab_size=1024)
+        if self.family == "vit":
+            return _vit(self.hidden, layers, self.heads, self.intermediate, image_size=self.image_size)
+        if self.family == "llama":
+            return _llama(self.hidden, layers, self.heads, self.intermediate, self.key_value_heads or self.heads, vocab_size=256)
+        raise ValueError(f"family must be one of 'roberta', 'vit', 'llama'; got {self.family!r}")
+
+    def build(self, layers: int) -> nn.Module:
+        """The encoder/decoder stack with ``layers`` layers, frozen, in train mode."""
+        import transformers as tf
+
+        config = self.config(layers)
+        if self.family == "roberta":
+            model: nn.Module = tf.RobertaModel(config, add_pooling_layer=False)
+        elif self.family == "vit":
+            model = tf.ViTModel(config, add_pooling_layer=False)
+        else:
+            model = tf.LlamaModel(config)
+        model.requires_grad_(False)
+        return model.train()
+
+    @property
+    def image_size(self) -> int:
+        return 224 if self.hidden >= 256 else 32
+
+    def inputs(
+        self, batch: int, seq_len: int, device: str, requires_grad: bool, seed: int = 0, dtype: torch.dtype = torch.float32
+    ) -> dict[str, torch.Tensor]:
+        """Random model inputs; ``seq_len`` is ignored for ViT (the image size fixes it)."""
+        generator = torch.Generator().manual_seed(seed)
+        if self.family == "vit":
+            x = torch.randn(batch, 3, self.image_size, self.image_size, generator=generator)
+            key = "pixel_values"
+        else:
+            x = torch.randn(batch, seq_len, self.hidden, generator=generator)
+            key = "inputs_embeds"
+        return {key: x.to(device=device, dtype=dtype).requires_grad_(requires_grad)}
+
+    def tokens_per_example(self, seq_len: int) -> int:
+        return (self.image_size // 16) ** 2 + 1 if self.family == "vit" else seq_len
+
+    def target_modules(self, model: nn.Module) -> list[str]:
+        return list(self.targets) or suggest_target_modules(model)
+
+
+LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")  # Table 2
+BACKBONES: dict[str, Backbone] = {
+    "roberta-base": Backbone("roberta-base", "roberta", 768, 12, 3072),
+    "vit-base": Backbone("vit-base", "vit", 768, 12, 3072),
+    "llama-block": Backbone("llama-block", "llama", 4096, 32, 14336, key_value_heads=8, targets=LLAMA_TARGETS),
+    # toy widths with the same code paths (tests and smoke runs)
+    "tiny-roberta": Backbone("tiny-roberta", "roberta", 64, 4, 128),
+    "tiny-llama": Backbone("tiny-llama", "llama", 64, 4, 128, key_value_heads=2, targets=("q_proj", "v_proj")),
+}
+
+
 def count_adapter_parameters(model_name: str, config: AdapterConfig) -> int:
     """Adapter parameters that ``config`` adds to ``model_name`` (no weights are allocated).
 
@@ -116,14 +202,26 @@ def paper_parameter_table(spline_modes: tuple[str, ...] = ("per_unit", "sum", "p
     return rows
 
 
+def printed_count_matches(count: int, printed: str) -> dict[str, bool]:
+    """Whether ``count`` gives the paper's ``printed`` value ("0.075M", "74K") when rounded / truncated to its digits."""
+    units = {"K": 10**3, "M": 10**6}
+    if not printed or printed[-1] not in units:
+        raise ValueError(f"printed must end with K or M, e.g. '74K' or '0.075M'; got {printed!r}")
+    digits = printed[:-1]
+    decimals = len(digits.split(".")[1]) if "." in digits else 0
+    quantum = units[printed[-1]] / 10**decimals
+    target = round(float(digits) * 10**decimals)
+    return {"rounds_to_paper": round(count / quantum) == target, "truncates_to_paper": math.floor(count / quantum) == target}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print the paper's parameter table, or the count for one model/method/rank."""
     parser = argparse.ArgumentParser(description="Adapter parameter counts from model configs (no weights).")
     parser.add_argument("--model", choices=sorted(MODEL_CONFIGS), help="count one model instead of the paper table")
-    parser.add_argument("--method", default="aurora", choices=["lora", "moslora", "aurora", "loran"])
+    parser.add_argument("--method", default="aurora", choices=list(METHODS))
     parser.add_argument("--rank", type=int, default=2)
     parser.add_argument("--targets", default="query,value", help="comma-separated target module names")
-    parser.add_argument("--spline-mode", default="per_unit", choices=["per_unit", "sum", "per_edge"])
+    parser.add_argument("--spline-mode", default="per_unit", choices=list(SPLINE_MODES))
     args = parser.parse_args(argv)
     if args.model:
         config = AdapterConfig(method=args.method, rank=args.rank, target_modules=args.targets.split(","), spline_mode=args.spline_mode)

@@ -17,13 +17,17 @@ pays the weight-sized gradient ``gᵀ x`` too (``book/cost.md``).
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import torch
 
 from .config import LORAN_FUNCTIONS, LORAN_SCALINGS, require_choice
 
-__all__ = ["LoranSpec", "loran_function", "loran_derivative", "delta_weight", "loran_linear", "LoranLinear"]
+__all__ = [
+    "LoranSpec", "loran_function", "loran_derivative", "delta_weight", "loran_linear", "LoranLinear", "workspace_bytes",
+    "clear_workspace",
+]
 
 
 class LoranSpec(NamedTuple):
@@ -79,33 +83,77 @@ def delta_weight(lora_A: torch.Tensor, lora_B: torch.Tensor, spec: LoranSpec) ->
     return update if spec.outer == 1.0 else spec.outer * update
 
 
-def _folded_weight(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, spec: LoranSpec, with_derivative: bool):
-    """``W0 + ΔW`` in the factors' dtype with few weight-sized passes, and ``f'`` at the same points if asked (no autograd).
+def _workspace(shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    """Three scratch matrices of ``shape``: on CPU from a per-thread pool that every LoRAN layer shares.
 
-    Sinter works on ``v = ω · inner · B A`` (one GEMM with a pre-scaled ``B``), where
-    ``inner·f(z) = (v + a·v·sin v) / ω`` and ``f'(z) = 1 + a·sin v + a·v·cos v``.
+    A fresh weight-sized tensor on CPU costs a page fault per 4 KiB page (its first write takes longer than
+    the arithmetic); the pool grows to the largest adapted matrix seen and is reused by every call, which
+    runs one at a time per thread and keeps nothing in it (:func:`workspace_bytes`, :func:`clear_workspace`).
+    """
+    if device.type != "cpu":  # the CUDA caching allocator already reuses blocks
+        return [torch.empty(shape, dtype=dtype, device=device) for _ in range(3)]
+    numel = shape[0] * shape[1]
+    pool = _POOL.__dict__.setdefault("buffers", {})
+    buffers = pool.get(dtype)
+    if buffers is None or buffers[0].numel() < numel:
+        pool.pop(dtype, None)
+        with torch.inference_mode(False):  # usable inside and outside inference mode
+            buffers = pool[dtype] = [torch.empty(numel, dtype=dtype) for _ in range(3)]
+    return [buffer[:numel].view(shape) for buffer in buffers]
+
+
+_POOL = threading.local()
+
+
+def workspace_bytes() -> int:
+    """Bytes held by this thread's LoRAN workspace (three matrices the size of the largest adapted one)."""
+    return sum(b.numel() * b.element_size() for buffers in getattr(_POOL, "buffers", {}).values() for b in buffers)
+
+
+def clear_workspace() -> None:
+    """Release this thread's LoRAN workspace (it is re-created on the next call)."""
+    getattr(_POOL, "buffers", {}).clear()
+
+
+def _folded_weight(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, spec: LoranSpec, with_derivative: bool):
+    """``W0 + ΔW`` (workspace slot 1) and, if asked, what ``f'`` needs (slot 2); slot 0 is free afterwards.
+
+    Sinter works on ``v = ω · inner · B A`` (one GEMM with a pre-scaled ``B``): ``W0 + ΔW =
+    W0 + (outer/ω)·v + (outer·a/ω)·v·sin v`` and ``f' = 1 + a·(sin v + v·cos v)``; slot 2 holds
+    ``sin v + v·cos v``. For tanh, sigmoid and ReLU slot 2 holds ``f'`` itself.
     """
     base = weight if weight.dtype == lora_A.dtype else weight.to(lora_A.dtype)
-    if spec.function == "sinter" and spec.frequency != 0:
-        v = torch.mm(lora_B * (spec.frequency * spec.inner), lora_A)
-        sine = torch.sin(v)
-        gain = sine.mul_(spec.amplitude).add_(1.0)  # 1 + a·sin v
-        folded = torch.addcmul(base, gain, v, value=spec.outer / spec.frequency)
-        if not with_derivative:
-            return folded, None
-        return folded, gain.addcmul_(torch.cos(v), v, value=spec.amplitude)  # 1 + a·sin v + a·v·cos v
-    z = torch.mm(lora_B * spec.inner, lora_A)
-    if spec.function == "sinter":  # ω = 0: Sinter is the identity
-        return torch.add(base, z, alpha=spec.outer), (torch.ones_like(z) if with_derivative else None)
+    z, folded, derivative = _workspace((lora_B.shape[0], lora_A.shape[1]), lora_A.dtype, lora_A.device)
+    a, omega, outer = spec.amplitude, spec.frequency, spec.outer
+    if spec.function == "sinter" and omega != 0:
+        v = torch.mm(lora_B * (omega * spec.inner), lora_A, out=z)
+        torch.sin(v, out=folded)
+        if with_derivative:
+            torch.cos(v, out=derivative)
+            torch.addcmul(folded, v, derivative, out=derivative)  # sin v + v·cos v
+        torch.addcmul(base, v, folded, value=outer * a / omega, out=folded)
+        return folded.add_(v, alpha=outer / omega), derivative if with_derivative else None
+    torch.mm(lora_B * spec.inner, lora_A, out=z)
+    if spec.function == "sinter":  # ω = 0: Sinter is the identity, f' = 1
+        return torch.add(base, z, alpha=outer, out=folded), None
     if spec.function == "relu":
-        value = torch.relu(z)
-        derivative = (z > 0).to(z.dtype) if with_derivative else None
+        torch.clamp(z, min=0, out=folded)
+        if with_derivative:
+            torch.sign(z, out=derivative).clamp_(min=0)  # 1 where z > 0, else 0
     else:
-        value = torch.tanh(z) if spec.function == "tanh" else torch.sigmoid(z)
-        derivative = None
-        if with_derivative:  # tanh' = 1 - f², sigmoid' = f (1 - f)
-            derivative = torch.mul(value, value).neg_().add_(1.0) if spec.function == "tanh" else torch.sub(1.0, value).mul_(value)
-    return torch.add(base, value, alpha=spec.outer), derivative
+        (torch.tanh if spec.function == "tanh" else torch.sigmoid)(z, out=folded)
+        if with_derivative:  # tanh' = 1 - f², sigmoid' = f - f²
+            torch.mul(folded, folded, out=derivative).neg_().add_(1.0 if spec.function == "tanh" else folded)
+    return torch.add(base, folded, alpha=outer, out=folded), derivative if with_derivative else None
+
+
+def _times_derivative(full: torch.Tensor, derivative: torch.Tensor | None, spec: LoranSpec) -> torch.Tensor:
+    """``full ⊙ f'`` in place, from what :func:`_folded_weight` left in its slot 2."""
+    if derivative is None:
+        return full
+    if spec.function == "sinter":
+        return full.addcmul_(full, derivative, value=spec.amplitude)
+    return full.mul_(derivative)
 
 
 class LoranLinear(torch.autograd.Function):
@@ -131,12 +179,11 @@ class LoranLinear(torch.autograd.Function):
         grad_bias = grad.sum(0).to(bias.dtype) if needs[2] else None
         grad_weight = grad_A = grad_B = None
         if needs[1] or needs[3] or needs[4]:
-            full = torch.mm(grad.T, x, out=folded)  # gᵀ x, the gradient of the folded weight (reuses its buffer)
+            full = torch.mm(grad.T, x, out=folded)  # gᵀ x, the gradient of the folded weight (reuses its slot)
             if needs[1]:
                 grad_weight = full.to(weight.dtype, copy=True)
             if needs[3] or needs[4]:
-                assert derivative is not None
-                grad_update = full.mul_(derivative)  # ∂/∂(B A) = s · gᵀx ⊙ f'(inner · B A)
+                grad_update = _times_derivative(full, derivative, spec)  # ∂/∂(B A) = s · gᵀx ⊙ f'(inner · B A)
                 scaling = spec.outer * spec.inner
                 grad_A = torch.mm(lora_B.T, grad_update).mul_(scaling) if needs[3] else None
                 grad_B = torch.mm(grad_update, lora_A.T).mul_(scaling) if needs[4] else None

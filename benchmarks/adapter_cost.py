@@ -1,20 +1,15 @@
 """What an adapter costs: training-step time, inference time, activation memory and parameters.
 
 The AuroRA paper claims its nonlinear update trains in about the time of LoRA (App. B, Table 7:
-15.28 h vs 15.05 h on LLaMA3-8B) and, merged, infers at no extra cost (Eq. 9); its complexity
-analysis (§2, "Computational Cost") gives O(b(d_in r + 2 r² + r d_out)). This script measures that,
-in one run, for the frozen base model, our LoRA, PEFT's LoRA (the reference implementation),
-MoSLoRA, AuroRA, LoRAN and, for comparison, AuroRA with its spline evaluated by the reference
-Cox–de Boor recursion (``aurora.bspline_basis``) instead of the package's closed form
-(``aurora.spline.uniform_spline``), on backbones of real width built from configs with random weights.
-On one adapted layer it also times AuroRA with the closed form left to autograd
-(``AdaptiveNonlinearLayer.autograd_forward``) instead of the package's single autograd node with a
-hand-written backward.
+15.28 h vs 15.05 h on LLaMA3-8B) and, merged, infers at no extra cost (Eq. 9). This script measures
+that, in one run, for the frozen base model, full fine-tuning of the adapted layers, every method of
+``aurora`` (``aurora.METHODS``), PEFT's LoRA, DoRA, HiRA and PEANuT, and reference forms that show what
+the package's fast paths buy (``aurora.profiling.REFERENCE_FORWARDS``), on backbones of real width
+built from configs with random weights (``aurora.counting.BACKBONES``).
 
-    python benchmarks/adapter_cost.py                          # CPU default (minutes on 2 quiet cores)
+    python benchmarks/adapter_cost.py                          # CPU default (≤ 10 min on 2 quiet cores)
     python benchmarks/adapter_cost.py --threads 1 --clock cpu  # the same on a busy, shared machine
-    python benchmarks/adapter_cost.py --full                   # real depths and lengths, on a GPU (~10 min;
-                                                               # split with --models if a limit is tighter)
+    python benchmarks/adapter_cost.py --full                   # real depths and lengths, on a GPU
     python benchmarks/adapter_cost.py --tiny                   # seconds; a smoke test of the whole pipeline
 
 Shapes (``hidden`` and ``intermediate`` are always those of the real model; the CPU default cuts
@@ -33,167 +28,157 @@ llama-block   4096, 32/8 heads,          1 block, seq 16, r 2 at     1 block, se
               FFN 14336                  batch 1                     at batch 4, batch 1, 16     down (Table 2)
 ============  =========================  ==========================  ==========================  ===============
 
-Timings from one layer are representative of the full model because every layer of a backbone is
-the same; what the cut changes is the share of the fixed per-step costs (embeddings, loss).
+Per (model, rank, batch) case and row of :data:`VARIANTS`:
 
-What is measured, per (model, rank, batch) case and method:
-
-* ``train``: one training step = adapter grads set to None, forward, ``mean()`` of the last hidden
-  state, backward. For ``base`` (no adapter) the input requires grad instead, so the row is the
-  backpropagation through the whole frozen network down to its input. Adapters stop at the input of
-  the first adapted layer (and, on ViT, skip the patch-embedding convolution's input gradient), so
-  they can be cheaper than this row: it is a scale, not a floor.
-* ``infer_unmerged``: forward in ``eval()`` under ``torch.inference_mode()`` with the adapters
-  active (AuroRA's dynamic form, "AuroRA-D" in Table 7).
-* ``infer_merged``: the same after ``aurora.merge(model, "static")`` (PEFT: ``merge_adapter()``).
-* Timing: the methods of a case share one set of frozen weights; after ``--warmup`` calls each,
-  ``--repeats`` rounds (three times as many for the inference phases, which are cheaper and whose
-  target, 1 %, is finer) run every method once in a shuffled order (seeded), each sample averaging
-  ``inner`` calls (chosen so a sample lasts ``--min-sample-s``). We report the median and the
-  quartiles (IQR) of the samples, and ratios as the median (and quartiles) of the per-round
-  ratios, which cancels slow drifts of a shared machine. ``--clock cpu`` times the CPU time of this
-  process instead of wall time: with ``--threads 1`` other processes' time slices do not count.
-* ``saved_activation_bytes``: bytes of the distinct tensor storages autograd saves for backward in
-  one training forward (``torch.autograd.graph.saved_tensors_hooks``), excluding the model's own
-  parameters and buffers and the input. Deterministic and device independent: it is the
-  activation memory a training step holds at the end of its forward pass, not the allocator's
-  peak. On CUDA ``cuda_peak_step_bytes`` adds ``torch.cuda.max_memory_allocated()`` over one
-  step minus the memory held before it.
-* ``trainable_params``: adapter parameters (PEFT: parameters with ``requires_grad``).
-* ``dispatched_ops``, ``same_ops_as_base`` (inference phases): how many aten ops one forward pass
-  dispatches (``TorchDispatchMode``), and whether they are exactly the base model's, op for op.
-  Deterministic: merged, every method should run the base model's computation and nothing else.
+* ``train``: one training step = trainable grads set to None, forward, ``mean()`` of the last hidden
+  state, backward. ``base`` (no adapter) backpropagates to its input instead; ``full_ft`` trains the
+  adapted layers' weights and biases in full (LoRAN's floor: it pays the weight-sized gradient too).
+* ``infer_unmerged`` / ``infer_merged``: forward under ``torch.inference_mode()`` before and after
+  ``aurora.merge(model, "static")`` (PEFT: ``merge_adapter()``).
+* Timing (``aurora.profiling.interleaved_timings``): the rows of a case share one set of frozen
+  weights and run round after round in a shuffled order; ratios are medians (and quartiles) of the
+  per-round ratios. ``--clock cpu`` times this process's CPU time (with ``--threads 1`` on a busy machine).
+* Memory: ``saved_activation_bytes`` (what autograd keeps for backward, parameters and inputs
+  excluded), ``gradient_bytes`` (the ``.grad`` tensors a step leaves), ``workspace_bytes`` (LoRAN's
+  shared scratch matrices, ``aurora.loran.workspace_bytes``), ``cuda_peak_step_bytes`` on CUDA.
+* ``dispatched_ops``, ``same_ops_as_base`` (inference): the aten ops of one forward (``torch.profiler``)
+  and whether they are exactly the base model's.
 
 Outputs (``aurora.results.write_results``) in ``data/results/benchmark/``: ``timings.csv``,
-``layer_timings.csv`` (training step of one adapted 768-wide layer), ``profile.csv`` (where a
-training step of one adapted layer spends its time, from ``torch.profiler``), ``memory_vs_grid.csv``
-(saved bytes of one AuroRA layer versus the spline grid size), ``provenance.json`` and the figure
-``adapter_cost.png``. Chapter: ``book/cost.md``.
+``layer_timings.csv`` (training step of one adapted 768-wide layer), ``profile.csv`` (aten ops of that
+step), ``memory_vs_grid.csv``, ``provenance.json`` and ``adapter_cost.png``. Chapter: ``book/cost.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
-import sys
 import time
-import types
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import aurora  # noqa: E402
-from aurora.config import require_choice  # noqa: E402
-from aurora.nonlinear import AdaptiveNonlinearLayer  # noqa: E402
-from aurora.results import write_results  # noqa: E402
+import aurora
+from aurora import loran, profiling
+from aurora.config import require_choice
+from aurora.counting import BACKBONES
+from aurora.results import write_results
 
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # peft on transformers 5
 
 RESULT_NAME = "benchmark"
 FIGURE_NAME = "adapter_cost.png"
-METHODS = ("base", "lora", "peft_lora", "moslora", "aurora", "aurora_cox_de_boor", "loran")
 PHASES = ("train", "infer_unmerged", "infer_merged")
-REFERENCE_METHOD = "lora"
-INFERENCE_ROUNDS_FACTOR = 3  # inference rounds per training round: cheap, and the merged target (1 %) is fine
-COLORS = {method: f"C{index}" for index, method in enumerate(METHODS)}
-LABELS = {
-    "base": "base (no adapter; grads to the input)",
-    "lora": "LoRA (ours)",
-    "peft_lora": "LoRA (PEFT)",
-    "moslora": "MoSLoRA",
-    "aurora": "AuroRA",
-    "aurora_cox_de_boor": "AuroRA, Cox–de Boor basis (reference)",
-    "loran": "LoRAN",
-}
+REFERENCES = ("lora", "base", "full_ft")  # ratio_to_<reference> columns
 
 
-# -- backbones ---------------------------------------------------------------------------------
+# -- the rows ----------------------------------------------------------------------------------
+def shared_copy(model: nn.Module) -> nn.Module:
+    """A structural copy of ``model`` that shares its (frozen) parameters, so variants cost no weight memory."""
+    return copy.deepcopy(model, memo={id(p): p for p in model.parameters()})
+
+
+def _adapted(method: str, reference: str | None = None) -> Callable[[nn.Module, int, list[str]], nn.Module]:
+    def build(base: nn.Module, rank: int, targets: list[str]) -> nn.Module:
+        model = shared_copy(base)
+        aurora.add_adapters(model, aurora.AdapterConfig(method=method, rank=rank, alpha=2.0 * rank, target_modules=targets))
+        if reference is not None:
+            profiling.use_reference_forward(model, reference)
+        return model
+
+    return build
+
+
+def _peft(kind: str) -> Callable[[nn.Module, int, list[str]], nn.Module]:
+    def build(base: nn.Module, rank: int, targets: list[str]) -> nn.Module:
+        import peft
+
+        config = {
+            "lora": lambda: peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0),
+            "dora": lambda: peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0, use_dora=True),
+            "hira": lambda: peft.HiraConfig(r=rank, target_modules=targets),
+            "peanut": lambda: peft.PeanutConfig(r=rank, target_modules=targets),
+        }[kind]()
+        return peft.get_peft_model(shared_copy(base), config)
+
+    return build
+
+
+def _full_fine_tuning(base: nn.Module, rank: int, targets: list[str]) -> nn.Module:
+    """``base`` with the target layers' weights and biases trainable (own copies; the rest shared and frozen)."""
+    model = shared_copy(base)
+    for name in aurora.linear_module_names(model):
+        if any(name == t or name.endswith("." + t) for t in targets):
+            layer = model.get_submodule(name)
+            layer.weight = nn.Parameter(layer.weight.detach().clone())
+            if layer.bias is not None:
+                layer.bias = nn.Parameter(layer.bias.detach().clone())
+    return model
+
+
 @dataclass(frozen=True)
-class Backbone:
-    """A backbone of real width, built from a config with random weights (no download)."""
+class Variant:
+    """One row of the benchmark: how to build it on the shared base, and how it merges."""
 
-    name: str
-    family: str  # "roberta" | "vit" | "llama"
-    hidden: int
-    heads: int
-    intermediate: int
-    key_value_heads: int | None = None
-    targets: tuple[str, ...] = ()  # empty: aurora.suggest_target_modules
-
-    def build(self, layers: int) -> nn.Module:
-        """The encoder/decoder stack with ``layers`` layers, frozen, in train mode."""
-        import transformers as tf
-
-        if self.family == "roberta":
-            config = tf.RobertaConfig(
-                vocab_size=1024, hidden_size=self.hidden, num_hidden_layers=layers, num_attention_heads=self.heads,
-                intermediate_size=self.intermediate, max_position_embeddings=514, type_vocab_size=1,
-            )
-            model: nn.Module = tf.RobertaModel(config, add_pooling_layer=False)
-        elif self.family == "vit":
-            config = tf.ViTConfig(
-                hidden_size=self.hidden, num_hidden_layers=layers, num_attention_heads=self.heads,
-                intermediate_size=self.intermediate, image_size=self.image_size, patch_size=16,
-            )
-            model = tf.ViTModel(config, add_pooling_layer=False)
-        elif self.family == "llama":
-            config = tf.LlamaConfig(
-                vocab_size=256, hidden_size=self.hidden, intermediate_size=self.intermediate, num_hidden_layers=layers,
-                num_attention_heads=self.heads, num_key_value_heads=self.key_value_heads or self.heads,
-                max_position_embeddings=8192,
-            )
-            model = tf.LlamaModel(config)
-        else:
-            raise ValueError(f"family must be one of 'roberta', 'vit', 'llama'; got {self.family!r}")
-        model.requires_grad_(False)
-        return model.train()
-
-    @property
-    def image_size(self) -> int:
-        return 224 if self.hidden >= 256 else 32
-
-    def inputs(
-        self, batch: int, seq_len: int, device: str, requires_grad: bool, seed: int = 0, dtype: torch.dtype = torch.float32
-    ) -> dict[str, torch.Tensor]:
-        """Random model inputs; ``seq_len`` is ignored for ViT (the image size fixes it)."""
-        generator = torch.Generator().manual_seed(seed)
-        if self.family == "vit":
-            x = torch.randn(batch, 3, self.image_size, self.image_size, generator=generator)
-            key = "pixel_values"
-        else:
-            x = torch.randn(batch, seq_len, self.hidden, generator=generator)
-            key = "inputs_embeds"
-        return {key: x.to(device=device, dtype=dtype).requires_grad_(requires_grad)}
-
-    def tokens_per_example(self, seq_len: int) -> int:
-        return (self.image_size // 16) ** 2 + 1 if self.family == "vit" else seq_len
-
-    def target_modules(self, model: nn.Module) -> list[str]:
-        return list(self.targets) or aurora.suggest_target_modules(model)
+    label: str
+    build: Callable[[nn.Module, int, list[str]], nn.Module] | None  # None: the base model itself
+    family: str = "aurora"  # "aurora" | "peft" | "none" (how it merges)
+    phases: tuple[str, ...] = PHASES
 
 
-BACKBONES: dict[str, Backbone] = {
-    "roberta-base": Backbone("roberta-base", "roberta", 768, 12, 3072),
-    "vit-base": Backbone("vit-base", "vit", 768, 12, 3072),
-    "llama-block": Backbone("llama-block", "llama", 4096, 32, 14336, key_value_heads=8,
-                            targets=("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")),
-    # --tiny: the same code paths at toy width (for tests and smoke runs)
-    "tiny-roberta": Backbone("tiny-roberta", "roberta", 64, 4, 128),
-    "tiny-llama": Backbone("tiny-llama", "llama", 64, 4, 128, key_value_heads=2, targets=("q_proj", "v_proj")),
+AURORA_LABELS = {"lora": "LoRA (ours)", "moslora": "MoSLoRA", "aurora": "AuroRA", "loran": "LoRAN (fused node)", "dora": "DoRA (ours)"}
+VARIANTS: dict[str, Variant] = {
+    "base": Variant("base (no adapter; grads to the input)", None, "none"),
+    "full_ft": Variant("full fine-tuning of the adapted layers", _full_fine_tuning, "none", ("train",)),
+    **{m: Variant(AURORA_LABELS.get(m, m), _adapted(m)) for m in aurora.METHODS},
+    "aurora_cox_de_boor": Variant("AuroRA, Cox–de Boor basis (reference)", _adapted("aurora", "aurora_cox_de_boor")),
+    "loran_autograd": Variant("LoRAN, ΔW through autograd (reference)", _adapted("loran", "loran_autograd"), phases=("train",)),
+    "peft_lora": Variant("LoRA (PEFT)", _peft("lora"), "peft"),
+    "peft_dora": Variant("DoRA (PEFT, use_dora=True)", _peft("dora"), "peft"),
+    "peft_hira": Variant("HiRA (PEFT)", _peft("hira"), "peft"),
+    "peft_peanut": Variant("PEANuT (PEFT)", _peft("peanut"), "peft"),
 }
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "loran_autograd")  # the reference LoRAN only in the layer rows
+# one adapted layer: the fast paths against their reference forms
+LAYER_VARIANTS = ("base", "full_ft", "lora", "aurora", "aurora_autograd", "aurora_cox_de_boor", "loran", "loran_autograd")
+PROFILE_VARIANTS = ("lora", "aurora", "aurora_autograd", "aurora_cox_de_boor", "loran", "loran_autograd")
+GRID_VARIANTS = ("lora", "aurora", "aurora_autograd", "aurora_cox_de_boor")
 
 
+def build_variant(base: nn.Module, variant: str, rank: int, targets: list[str]) -> nn.Module:
+    """``base`` (shared weights) with the row ``variant`` at ``rank``; ``"base"`` returns ``base``."""
+    require_choice("variant", variant, tuple(VARIANTS))
+    build = VARIANTS[variant].build
+    return base if build is None else build(base, rank, targets)
+
+
+def trainable_tensors(model: nn.Module) -> list[torch.Tensor]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def merge_variant(model: nn.Module, variant: str) -> None:
+    family = VARIANTS[variant].family
+    if family == "peft":
+        model.merge_adapter()
+    elif family == "aurora":
+        aurora.merge(model, strategy="static")
+
+
+def unmerge_variant(model: nn.Module, variant: str) -> None:
+    family = VARIANTS[variant].family
+    if family == "peft":
+        model.unmerge_adapter()
+    elif family == "aurora":
+        aurora.unmerge(model)
+
+
+# -- settings ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Sweep:
     """One backbone's cases: ``ranks`` at ``batch``, and ``batch_sizes`` at ``batch_sweep_rank``."""
@@ -217,7 +202,7 @@ class Settings:
     """Everything a run depends on (written to provenance.json)."""
 
     sweeps: list[Sweep]
-    methods: tuple[str, ...] = METHODS
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
     phases: tuple[str, ...] = PHASES
     device: str = "cpu"
     dtype: str = "float32"
@@ -233,6 +218,7 @@ class Settings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+INFERENCE_ROUNDS_FACTOR = 3  # inference rounds per training round: cheap, and the merged target (1 %) is fine
 CPU_SWEEPS = [
     Sweep("roberta-base", layers=1, seq_len=128, ranks=(2, 8, 16, 64), batch=2, batch_sizes=(1, 8)),
     Sweep("vit-base", layers=1, seq_len=197, ranks=(2, 16), batch=1, batch_sizes=(4,)),
@@ -249,109 +235,10 @@ TINY_SWEEPS = [
 ]
 
 
-# -- building the variants ---------------------------------------------------------------------
-def cox_de_boor_learnable_part(anl: AdaptiveNonlinearLayer, z: torch.Tensor) -> torch.Tensor:
-    """``L(z)`` (Eq. 7) through the full Cox–de Boor basis ``aurora.bspline_basis`` (``(..., r, n_bases)``).
-
-    The same function as ``AdaptiveNonlinearLayer.learnable_part`` (the closed form on the uniform grid), in
-    all three spline modes: the ANL's path before the closed form landed, kept here to measure what it bought.
-    """
-    assert anl.spline_coefficients is not None
-    basis = aurora.bspline_basis(z, anl.knots, anl.spline_order)  # (..., r, n)
-    coefficients = anl.spline_coefficients.to(z.dtype)
-    if anl.spline_mode == "per_unit":  # L_j = Σ_k c_jk B_k(z_j)
-        return (basis * coefficients).sum(-1)
-    if anl.spline_mode == "sum":  # L_j = Σ_k c_jk Σ_i B_k(z_i)
-        return basis.sum(-2) @ coefficients.T
-    return basis.flatten(-2) @ coefficients.flatten(1).T  # per_edge: L_j = Σ_i Σ_k c_jik B_k(z_i)
-
-
-def cox_de_boor_forward(anl: AdaptiveNonlinearLayer, z: torch.Tensor) -> torch.Tensor:
-    """``σ(z) = F(z) + L(z)`` in plain autograd, with ``L`` from :func:`cox_de_boor_learnable_part`."""
-    out = anl.fixed_part(z) if anl.self_projection is not None else None
-    if anl.spline_coefficients is not None:
-        spline = cox_de_boor_learnable_part(anl, z)
-        out = spline if out is None else out + spline
-    assert out is not None
-    return out
-
-
-# the reference forms of AuroRA's ANL that the benchmark compares with the package's (``AdaptiveNonlinearLayer.forward``)
-ANL_FORWARDS: dict[str, Callable[[AdaptiveNonlinearLayer, torch.Tensor], torch.Tensor]] = {
-    "aurora_cox_de_boor": cox_de_boor_forward,  # the textbook recursion, autograd
-    "aurora_autograd": AdaptiveNonlinearLayer.autograd_forward,  # the closed form, autograd (no hand-written backward)
-}
-
-
-def use_anl_forward(model: nn.Module, variant: str) -> int:
-    """Make every ANL in ``model`` compute σ with the reference form ``ANL_FORWARDS[variant]``; returns how many.
-
-    Only the ``forward`` of these instances changes (parameters, buffers and state dicts do not).
-    """
-    require_choice("variant", variant, tuple(ANL_FORWARDS))
-    count = 0
-    for module in model.modules():
-        if isinstance(module, AdaptiveNonlinearLayer):
-            module.forward = types.MethodType(ANL_FORWARDS[variant], module)  # type: ignore[method-assign]
-            count += 1
-    return count
-
-
-def adapter_method_of(variant: str) -> str:
-    """The ``aurora.AdapterConfig`` method behind a benchmark method or variant name."""
-    return "aurora" if variant in ANL_FORWARDS else variant
-
-
-def shared_copy(model: nn.Module) -> nn.Module:
-    """A structural copy of ``model`` that shares its (frozen) parameters, so variants cost no weight memory."""
-    return copy.deepcopy(model, memo={id(p): p for p in model.parameters()})
-
-
-def build_variant(base: nn.Module, method: str, rank: int, targets: list[str]) -> nn.Module:
-    """``base`` (shared weights) with the adapters of ``method`` at ``rank``; ``"base"`` returns ``base``."""
-    if method == "base":
-        return base
-    model = shared_copy(base)
-    if method == "peft_lora":
-        from peft import LoraConfig, get_peft_model
-
-        return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0))
-    adapter_method = adapter_method_of(method)
-    if adapter_method not in aurora.METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    aurora.add_adapters(model, aurora.AdapterConfig(method=adapter_method, rank=rank, alpha=2.0 * rank, target_modules=targets))
-    if method in ANL_FORWARDS:
-        use_anl_forward(model, method)
-    return model
-
-
-def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def merge_variant(model: nn.Module, method: str) -> None:
-    if method == "peft_lora":
-        model.merge_adapter()
-    elif method != "base":
-        aurora.merge(model, strategy="static")
-
-
-def unmerge_variant(model: nn.Module, method: str) -> None:
-    if method == "peft_lora":
-        model.unmerge_adapter()
-    elif method != "base":
-        aurora.unmerge(model)
-
-
-# -- measuring ---------------------------------------------------------------------------------
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
+# -- one case ----------------------------------------------------------------------------------
 def training_step(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> Callable[[], None]:
     """A closure running one forward+backward step (grads of the trainable tensors reset first)."""
-    trainable = adapter_parameters(model) + [x for x in inputs.values() if x.requires_grad]
+    trainable = trainable_tensors(model) + [x for x in inputs.values() if x.requires_grad]
 
     def step() -> None:
         for tensor in trainable:
@@ -369,435 +256,164 @@ def inference_step(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> Call
     return step
 
 
-def dispatched_ops(step: Callable[[], None]) -> list[str]:
-    """The aten ops one call of ``step`` dispatches on this thread, in order (a forward pass: all of them)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Recorder(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.ops: list[str] = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-            self.ops.append(str(func))
-            return func(*args, **(kwargs or {}))
-
-    with Recorder() as recorder:
-        step()
-    return recorder.ops
-
-
-CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
-
-
-def interleaved_timings(
-    steps: Mapping[str, Callable[[], None]], repeats: int, warmup: int, min_sample_s: float, device: str, seed: int,
-    clock: str = "wall",
-) -> tuple[dict[str, list[float]], int]:
-    """Seconds per call of each step: ``repeats`` rounds, each running every step once in a shuffled order.
-
-    ``clock="wall"`` measures elapsed time; ``"cpu"`` the CPU time of this process (CPU only), which time
-    slices taken by other processes do not inflate: use it with ``--threads 1`` on a shared machine.
-    Returns ``(samples, inner)``: each sample averages ``inner`` back-to-back calls (one sync per sample).
-    """
-    if clock not in CLOCKS or (clock == "cpu" and not device.startswith("cpu")):
-        raise ValueError(f"clock must be 'wall', or 'cpu' on the CPU; got clock={clock!r} on device={device!r}")
-    now = CLOCKS[clock]
-    names = list(steps)
-    first_call = {}
-    for name in names:
-        for _ in range(max(warmup, 1)):
-            synchronize(device)
-            start = now()
-            steps[name]()
-            synchronize(device)
-            first_call[name] = now() - start
-    inner = max(1, math.ceil(min_sample_s / max(min(first_call.values()), 1e-9)))
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    rng = np.random.default_rng(seed)
-    for _ in range(repeats):
-        for index in rng.permutation(len(names)):
-            name = names[index]
-            synchronize(device)
-            start = now()
-            for _ in range(inner):
-                steps[name]()
-            synchronize(device)
-            samples[name].append((now() - start) / inner)
-    return samples, inner
-
-
-def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
-    q1, median, q3 = np.percentile(np.asarray(values, dtype=float), [25, 50, 75])
-    return float(q1), float(median), float(q3)
-
-
-def storage_pointers(tensors: Iterable[torch.Tensor]) -> set[int]:
-    return {t.untyped_storage().data_ptr() for t in tensors}
-
-
-def saved_activation_bytes(forward: Callable[[], Any], exclude: Iterable[torch.Tensor] = ()) -> int:
-    """Bytes of the distinct storages autograd saves for backward while ``forward()`` runs.
-
-    Storages of ``exclude`` (parameters, buffers, inputs: memory held anyway) are not counted; views
-    of one storage count once.
-    """
-    excluded = storage_pointers(exclude)
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in excluded:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        output = forward()
-    del output
-    return sum(saved.values())
-
-
-def model_saved_bytes(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> int:
+def memory_info(model: nn.Module, inputs: Mapping[str, torch.Tensor], device: str) -> dict[str, Any]:
+    """Trainable parameters and the memory columns of one training step of ``model``."""
     held = [*model.parameters(), *model.buffers(), *inputs.values()]
-    return saved_activation_bytes(lambda: model(**inputs).last_hidden_state.mean(), held)
-
-
-def cuda_peak_step_bytes(step: Callable[[], None], device: str) -> int | None:
-    if not device.startswith("cuda"):
-        return None
-    step()  # warm-up: first-call allocations (e.g. the cuBLAS workspace) are not the step's
-    synchronize(device)
-    before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
+    step = training_step(model, inputs)
+    loran.clear_workspace()
     step()
-    synchronize(device)
-    return int(torch.cuda.max_memory_allocated(device) - before)
+    info = {
+        "trainable_params": sum(p.numel() for p in trainable_tensors(model)),
+        "saved_activation_bytes": profiling.saved_activation_bytes(lambda: model(**inputs).last_hidden_state.mean(), held),
+        "gradient_bytes": profiling.gradient_bytes(trainable_tensors(model)),
+        "workspace_bytes": loran.workspace_bytes(),
+        "cuda_peak_step_bytes": profiling.peak_cuda_step_bytes(step, device),
+    }
+    loran.clear_workspace()
+    return info
 
 
-# -- one case ----------------------------------------------------------------------------------
 def run_case(sweep: Sweep, rank: int, batch: int, base: nn.Module, settings: Settings) -> list[dict[str, Any]]:
-    """All phases of all methods for one (backbone, rank, batch): rows of ``timings.csv``."""
+    """All phases of all rows for one (backbone, rank, batch): rows of ``timings.csv``."""
     backbone = BACKBONES[sweep.backbone]
     device = settings.device
     targets = backbone.target_modules(base)
-    variants = {method: build_variant(base, method, rank, targets) for method in settings.methods}
+    models = {v: build_variant(base, v, rank, targets).to(device) for v in settings.variants}
     inputs = backbone.inputs(batch, sweep.seq_len, device, requires_grad=False, seed=settings.seed, dtype=getattr(torch, settings.dtype))
     base_inputs = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items()}
-    inputs_of = {m: (base_inputs if m == "base" else inputs) for m in variants}
-    frozen = sum(p.numel() for p in base.parameters())
-    for model in variants.values():
+    inputs_of = {v: (base_inputs if v == "base" else inputs) for v in models}
+    for model in models.values():
         model.train()
-    info = {
-        m: {
-            "trainable_params": sum(p.numel() for p in adapter_parameters(model)),
-            "saved_activation_bytes": model_saved_bytes(model, inputs_of[m]),
-            "cuda_peak_step_bytes": cuda_peak_step_bytes(training_step(model, inputs_of[m]), device),
-        }
-        for m, model in variants.items()
-    }
+    info = {v: memory_info(model, inputs_of[v], device) for v, model in models.items()}
     samples: dict[str, tuple[dict[str, list[float]], int]] = {}
-    op_info: dict[str, dict[str, dict[str, Any]]] = {}  # inference phases: the aten ops of one forward
+    op_info: dict[str, dict[str, dict[str, Any]]] = {}
     for phase in settings.phases:
+        in_phase = {v: m for v, m in models.items() if phase in VARIANTS[v].phases}
         if phase == "train":
-            for model in variants.values():
+            for model in in_phase.values():
                 model.train()
-            steps = {m: training_step(model, inputs_of[m]) for m, model in variants.items()}
+            steps = {v: training_step(model, inputs_of[v]) for v, model in in_phase.items()}
         else:
-            for model in variants.values():
+            for model in in_phase.values():
                 model.eval()
             if phase == "infer_merged":
-                for m, model in variants.items():
-                    merge_variant(model, m)
-            steps = {m: inference_step(model, inputs) for m, model in variants.items()}
-            ops = {m: dispatched_ops(step) for m, step in steps.items()}
-            op_info[phase] = {m: {"dispatched_ops": len(o), "same_ops_as_base": o == ops["base"] if "base" in ops else None}
-                              for m, o in ops.items()}
+                for v, model in in_phase.items():
+                    merge_variant(model, v)
+            steps = {v: inference_step(model, inputs) for v, model in in_phase.items()}
+            ops = {v: profiling.dispatched_ops(step) for v, step in steps.items()}
+            op_info[phase] = {v: {"dispatched_ops": len(o), "same_ops_as_base": o == ops["base"] if "base" in ops else None}
+                              for v, o in ops.items()}
         try:
-            samples[phase] = interleaved_timings(
+            samples[phase] = profiling.interleaved_timings(
                 steps, settings.repeats * (1 if phase == "train" else INFERENCE_ROUNDS_FACTOR), settings.warmup,
                 settings.min_sample_s, device, settings.seed, settings.clock,
             )
         finally:
             if phase == "infer_merged":
-                for m, model in reversed(list(variants.items())):
-                    unmerge_variant(model, m)
+                for v, model in reversed(list(in_phase.items())):
+                    unmerge_variant(model, v)
+    loran.clear_workspace()
     rows = []
-    for phase, (per_method, inner) in samples.items():
-        for method, times in per_method.items():
-            q1, median, q3 = quartiles(times)
+    tokens = backbone.tokens_per_example(sweep.seq_len)
+    for phase, (per_variant, inner) in samples.items():
+        for variant, times in per_variant.items():
+            q1, median, q3 = profiling.quartiles(times)
             row: dict[str, Any] = {
-                "model": sweep.backbone, "layers": sweep.layers, "seq_len": backbone.tokens_per_example(sweep.seq_len),
-                "batch": batch, "tokens": batch * backbone.tokens_per_example(sweep.seq_len), "rank": rank,
-                "method": method, "phase": phase, "median_ms": 1e3 * median, "q1_ms": 1e3 * q1, "q3_ms": 1e3 * q3,
+                "model": sweep.backbone, "layers": sweep.layers, "seq_len": tokens, "batch": batch, "tokens": batch * tokens,
+                "rank": rank, "method": variant, "phase": phase, "median_ms": 1e3 * median, "q1_ms": 1e3 * q1, "q3_ms": 1e3 * q3,
                 "repeats": len(times), "inner": inner,
             }
-            for reference in (REFERENCE_METHOD, "base"):
-                if reference in per_method:
-                    r1, rm, r3 = quartiles([t / u for t, u in zip(times, per_method[reference])])
-                    row |= {f"ratio_to_{reference}": rm, f"ratio_to_{reference}_q1": r1, f"ratio_to_{reference}_q3": r3}
-            row |= info[method] | op_info.get(phase, {}).get(method, {"dispatched_ops": None, "same_ops_as_base": None})
-            row |= {"frozen_params": frozen, "dtype": settings.dtype, "clock": settings.clock, "device": device}
+            for reference in REFERENCES:
+                r1, rm, r3 = profiling.ratio_quartiles(times, per_variant[reference]) if reference in per_variant else (None,) * 3
+                row |= {f"ratio_to_{reference}": rm, f"ratio_to_{reference}_q1": r1, f"ratio_to_{reference}_q3": r3}
+            row |= info[variant] | op_info.get(phase, {}).get(variant, {"dispatched_ops": None, "same_ops_as_base": None})
+            row |= {"frozen_params": sum(p.numel() for p in base.parameters()), "dtype": settings.dtype,
+                    "clock": settings.clock, "device": device}
             rows.append(row)
     return rows
 
 
-# -- where the time goes: one adapted layer ----------------------------------------------------
-LAYER_VARIANTS = ("base", "lora", "aurora", "aurora_autograd", "aurora_cox_de_boor")
-ANL_VARIANTS = ("lora", "aurora", "aurora_autograd", "aurora_cox_de_boor")  # the profile and the grid-size sweep
-
-
+# -- one adapted layer ---------------------------------------------------------------------------
 def single_layer(variant: str, width: int, rank: int, grid_size: int = 5, device: str = "cpu") -> nn.Module:
-    """One frozen ``nn.Linear(width, width)`` named ``query``, wrapped with the adapter of ``variant``.
-
-    ``variant`` is one of :data:`LAYER_VARIANTS` or another method of :data:`METHODS` except ``peft_lora``
-    (``"base"``: no adapter).
-    """
-    allowed = tuple(dict.fromkeys(m for m in (*LAYER_VARIANTS, *METHODS) if m != "peft_lora"))
-    require_choice("variant", variant, allowed)
+    """One frozen ``nn.Linear(width, width)`` named ``query`` with the row ``variant`` (not PEFT's) applied."""
+    allowed = [v for v, row in VARIANTS.items() if row.family != "peft"] + list(profiling.REFERENCE_FORWARDS)
+    require_choice("variant", variant, tuple(dict.fromkeys(allowed)))
     holder = nn.Sequential()
     holder.add_module("query", nn.Linear(width, width, device=device))
     holder.requires_grad_(False)
     if variant == "base":
         return holder
-    config = aurora.AdapterConfig(method=adapter_method_of(variant), rank=rank, alpha=2.0 * rank, target_modules=["query"], grid_size=grid_size)
-    aurora.add_adapters(holder, config)
-    if variant in ANL_FORWARDS:
-        use_anl_forward(holder, variant)
+    if variant == "full_ft":
+        return _full_fine_tuning(holder, rank, ["query"])
+    reference = variant if variant in profiling.REFERENCE_FORWARDS else None
+    method = variant.split("_")[0] if reference else variant
+    aurora.add_adapters(holder, aurora.AdapterConfig(method=method, rank=rank, alpha=2.0 * rank, target_modules=["query"], grid_size=grid_size))
+    if reference:
+        profiling.use_reference_forward(holder, reference)
     return holder
 
 
-def layer_timing_rows(settings: Settings, ranks: Sequence[int] = (2, 16)) -> list[dict[str, Any]]:
-    """Training-step time of one adapted layer per variant of :data:`LAYER_VARIANTS`, interleaved (ratios to ``lora``).
+def layer_step(layer: nn.Module, x: torch.Tensor, to_input: bool) -> Callable[[], None]:
+    inputs = x.clone().requires_grad_(to_input)
+    trainable = trainable_tensors(layer) + ([inputs] if to_input else [])
 
-    ``base`` here backpropagates to the layer's input, which no adapter on a single layer needs: it is
-    the cost of the frozen layer's backward, for scale.
-    """
+    def step() -> None:
+        for tensor in trainable:
+            tensor.grad = None
+        layer(inputs).mean().backward()
+
+    return step
+
+
+def layer_timing_rows(settings: Settings, ranks: Sequence[int] = (2, 16)) -> list[dict[str, Any]]:
+    """Training-step time of one adapted layer per row of :data:`LAYER_VARIANTS`, interleaved."""
     device = settings.device
     x = torch.randn(settings.profile_tokens, settings.profile_width, generator=torch.Generator().manual_seed(settings.seed)).to(device)
     rows = []
     for rank in ranks:
-        steps = {}
-        for variant in LAYER_VARIANTS:
-            layer = single_layer(variant, settings.profile_width, rank, device=device)
-            inputs = x.clone().requires_grad_(variant == "base")
-            trainable = adapter_parameters(layer) + ([inputs] if variant == "base" else [])
-
-            def step(layer: nn.Module = layer, inputs: torch.Tensor = inputs, trainable: list[torch.Tensor] = trainable) -> None:
-                for tensor in trainable:
-                    tensor.grad = None
-                layer(inputs).mean().backward()
-
-            steps[variant] = step
-        samples, inner = interleaved_timings(
+        steps = {v: layer_step(single_layer(v, settings.profile_width, rank, device=device), x, v == "base") for v in LAYER_VARIANTS}
+        samples, inner = profiling.interleaved_timings(
             steps, max(settings.repeats, 5) * 3, settings.warmup + 2, settings.min_sample_s, device, settings.seed, settings.clock
         )
         for variant, times in samples.items():
-            q1, median, q3 = quartiles(times)
-            r1, rm, r3 = quartiles([t / u for t, u in zip(times, samples["lora"])])
-            rows.append({
-                "variant": variant, "rank": rank, "tokens": settings.profile_tokens, "width": settings.profile_width,
-                "median_us": 1e6 * median, "q1_us": 1e6 * q1, "q3_us": 1e6 * q3, "ratio_to_lora": rm,
-                "ratio_to_lora_q1": r1, "ratio_to_lora_q3": r3, "repeats": len(times), "inner": inner,
-                "clock": settings.clock, "device": device,
-            })
+            q1, median, q3 = profiling.quartiles(times)
+            row = {"variant": variant, "rank": rank, "tokens": settings.profile_tokens, "width": settings.profile_width,
+                   "median_us": 1e6 * median, "q1_us": 1e6 * q1, "q3_us": 1e6 * q3}
+            for reference in ("lora", "full_ft"):
+                r1, rm, r3 = profiling.ratio_quartiles(times, samples[reference])
+                row |= {f"ratio_to_{reference}": rm, f"ratio_to_{reference}_q1": r1, f"ratio_to_{reference}_q3": r3}
+            rows.append(row | {"repeats": len(times), "inner": inner, "clock": settings.clock, "device": device})
+    loran.clear_workspace()
     return rows
 
 
-# aten ops that only make views or metadata (no kernel of their own)
-VIEW_OPS = frozenset({
-    "aten::view", "aten::_unsafe_view", "aten::reshape", "aten::t", "aten::numpy_T", "aten::transpose", "aten::permute",
-    "aten::unsqueeze", "aten::squeeze", "aten::expand", "aten::slice", "aten::select", "aten::as_strided", "aten::alias",
-    "aten::detach", "aten::lift_fresh", "aten::to", "aten::_to_copy_noop", "aten::chunk", "aten::split", "aten::unfold",
-    "aten::empty", "aten::empty_strided", "aten::new_empty_strided", "aten::resolve_conj", "aten::resolve_neg",
-})
-
-
-def profile_rows(settings: Settings, methods: Sequence[str] = ANL_VARIANTS) -> list[dict[str, Any]]:
-    """Per method, the aten ops of one training step of one adapted layer: calls and self time per step.
-
-    ``calls_per_step`` counts every dispatch, nested ones included; ``top_level_calls_per_step`` only
-    those not issued by another aten op, and ``launches_work`` marks ops that are not mere views
-    (a proxy for GPU kernel launches: their sum is what a CUDA step pays in launch latency).
-    """
-    from collections import Counter
-
-    from torch.profiler import ProfilerActivity, profile
-
-    device, steps = settings.device, 20
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-    generator = torch.Generator().manual_seed(settings.seed)
-    x = torch.randn(settings.profile_tokens, settings.profile_width, generator=generator).to(device)
+def profile_rows(settings: Settings) -> list[dict[str, Any]]:
+    """The aten ops of one training step of one adapted layer, per row of :data:`PROFILE_VARIANTS`."""
+    device = settings.device
+    x = torch.randn(settings.profile_tokens, settings.profile_width, generator=torch.Generator().manual_seed(settings.seed)).to(device)
     rows = []
-    for method in methods:
-        layer = single_layer(method, settings.profile_width, settings.profile_rank, device=device)
-        parameters = adapter_parameters(layer)
-
-        def step() -> None:
-            for p in parameters:
-                p.grad = None
-            layer(x).mean().backward()
-
-        for _ in range(3):
-            step()
-        synchronize(device)
-        with profile(activities=activities) as prof:
-            for _ in range(steps):
-                step()
-            synchronize(device)
-        top_level = Counter(
-            event.name for event in prof.events()
-            if event.name.startswith("aten::") and not (event.cpu_parent is not None and event.cpu_parent.name.startswith("aten::"))
-        )
-        for event in prof.key_averages():
-            if not event.key.startswith("aten::"):
-                continue
-            rows.append({
-                "method": method, "op": event.key, "calls_per_step": event.count / steps,
-                "top_level_calls_per_step": top_level[event.key] / steps, "launches_work": event.key not in VIEW_OPS,
-                "self_cpu_us_per_step": event.self_cpu_time_total / steps,
-                "self_device_us_per_step": getattr(event, "self_device_time_total", 0.0) / steps,
-                "tokens": settings.profile_tokens, "width": settings.profile_width, "rank": settings.profile_rank,
-                "device": device,
-            })
+    for variant in PROFILE_VARIANTS:
+        step = layer_step(single_layer(variant, settings.profile_width, settings.profile_rank, device=device), x, False)
+        rows += [{"method": variant, **op, "tokens": settings.profile_tokens, "width": settings.profile_width,
+                  "rank": settings.profile_rank, "device": device} for op in profiling.op_profile(step, device=device)]
+    loran.clear_workspace()
     return rows
 
 
-def memory_vs_grid_rows(settings: Settings, methods: Sequence[str] = ANL_VARIANTS) -> list[dict[str, Any]]:
+def memory_vs_grid_rows(settings: Settings) -> list[dict[str, Any]]:
     """Saved-for-backward bytes of one adapted layer versus ``grid_size``, next to the basis tensor's size."""
     tokens, width, rank = settings.profile_tokens, settings.profile_width, settings.profile_rank
     x = torch.randn(tokens, width, generator=torch.Generator().manual_seed(settings.seed))
     rows = []
     for grid_size in settings.grid_sizes:
-        for method in methods:
-            layer = single_layer(method, width, rank, grid_size=grid_size)
-            held = [*layer.parameters(), *layer.buffers(), x]
+        for variant in GRID_VARIANTS:
+            layer = single_layer(variant, width, rank, grid_size=grid_size)
             rows.append({
-                "method": method, "grid_size": grid_size, "tokens": tokens, "width": width, "rank": rank,
-                "saved_bytes": saved_activation_bytes(lambda: layer(x), held),
+                "method": variant, "grid_size": grid_size, "tokens": tokens, "width": width, "rank": rank,
+                "saved_bytes": profiling.saved_activation_bytes(lambda: layer(x), [*layer.parameters(), *layer.buffers(), x]),
                 "basis_bytes": tokens * rank * aurora.num_bases(grid_size, 3) * x.element_size(),
             })
     return rows
-
-
-# -- figure ------------------------------------------------------------------------------------
-def plot_results(timings: Any, path: Path | None = None):
-    """Training-step time relative to our LoRA, and merged inference relative to the base model, vs rank.
-
-    One row of panels per model (at the batch size of its rank sweep); error bars are the quartiles of
-    the per-round ratios. ``timings`` is ``timings.csv`` as a pandas DataFrame; returns the figure.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullLocator
-
-    models = list(dict.fromkeys(timings["model"]))
-    fig, axes = plt.subplots(len(models), 2, figsize=(9.0, 2.9 * len(models) + 0.9), squeeze=False, constrained_layout=True)
-    panels = [("train", "ratio_to_lora", "training step / our LoRA"), ("infer_merged", "ratio_to_base", "merged inference / base")]
-    for row, model in enumerate(models):
-        of_model = timings[timings["model"] == model]
-        batch = of_model.groupby("batch")["rank"].nunique().idxmax()  # the rank sweep's batch size
-        first = of_model.iloc[0]
-        for column, (phase, ratio, ylabel) in enumerate(panels):
-            ax = axes[row][column]
-            data = of_model[(of_model["phase"] == phase) & (of_model["batch"] == batch)]
-            if data.empty:  # this phase was not run (--phases)
-                ax.set_visible(False)
-                continue
-            for method in dict.fromkeys(data["method"]):
-                if method == "base" and ratio == "ratio_to_base":
-                    continue
-                line = data[data["method"] == method].sort_values("rank")
-                err = np.vstack([line[ratio] - line[f"{ratio}_q1"], line[f"{ratio}_q3"] - line[ratio]])
-                ax.errorbar(line["rank"], line[ratio], yerr=err, marker="o", ms=4, capsize=2, color=COLORS.get(method),
-                            label=LABELS.get(method, method))
-            ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-            ax.set_xscale("log", base=2)
-            ranks = sorted(set(data["rank"]))
-            ax.set_xticks(ranks, [str(r) for r in ranks])
-            ax.xaxis.set_minor_locator(NullLocator())
-            ax.set_xlim(min(ranks) / 1.5, max(ranks) * 1.5)
-            if data[ratio].max() > 3:  # e.g. LoRAN on the 4096-wide block: keep the others readable
-                ax.set_yscale("log")
-                ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-                ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if value in (0.8, 1.2, 1.5, 2, 3, 5) else ""))
-            ax.set_xlabel("rank r")
-            ax.set_ylabel(ylabel)
-            ax.set_title(f"{model}: {first['layers']} layer(s), batch {batch} × {first['seq_len']} tokens", fontsize=9)
-    handles, labels = next(ax for ax in axes.flat if ax.get_visible()).get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8)
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
-
-
-# -- summaries (used by book/cost.md) ---------------------------------------------------------
-TARGETS = (
-    # (what, method, phase, ratio column, bound, devices, rank limit); see the issue "AuroRA costs what LoRA costs"
-    ("AuroRA training step / our LoRA (r ≤ 16), CPU", "aurora", "train", "ratio_to_lora", 1.10, ("cpu",), 16),
-    ("AuroRA training step / our LoRA (r ≤ 16), GPU", "aurora", "train", "ratio_to_lora", 1.03, ("cuda",), 16),
-    ("our LoRA training step / PEFT's LoRA, not slower", "peft_lora", "train", "ratio_to_lora", 1.02, ("cpu", "cuda"), None),
-    ("our LoRA training step / PEFT's LoRA, either way", "peft_lora", "train", "ratio_to_lora", 0.02, ("cpu", "cuda"), None),
-    ("merged AuroRA inference / base model", "aurora", "infer_merged", "ratio_to_base", 1.01, ("cpu", "cuda"), None),
-    ("merged LoRA inference / base model", "lora", "infer_merged", "ratio_to_base", 1.01, ("cpu", "cuda"), None),
-)
-
-
-def ratio_table(timings: Any, phase: str, ratio: str, methods: Sequence[str] | None = None) -> Any:
-    """``"median ±half-IQR"`` of ``ratio`` per (model, batch, rank) row and method column, for one ``phase``."""
-    import pandas as pd
-
-    data = timings[timings["phase"] == phase]
-    methods = [m for m in (methods or METHODS) if m in set(data["method"])]
-    half_iqr = (data[f"{ratio}_q3"] - data[f"{ratio}_q1"]) / 2
-    cells = data.assign(cell=[f"{m:.3f} ±{h:.3f}" for m, h in zip(data[ratio], half_iqr)])
-    table = cells.pivot_table(index=["model", "batch", "rank"], columns="method", values="cell", aggfunc="first")
-    return table[methods] if not table.empty else pd.DataFrame()
-
-
-def target_checks(timings: Any) -> list[dict[str, Any]]:
-    """Each target of :data:`TARGETS` measurable on this table's device: median over cases, worst case, met or not.
-
-    A bound ``b > 1`` means ``ratio ≤ b``, a bound ``b < 1`` means ``|ratio - 1| ≤ b``. For PEFT's LoRA the ratio is
-    our LoRA / PEFT's (its ``ratio_to_lora``, PEFT / ours, inverted): the issue's "within 2 %" is checked both as
-    "not slower by more than 2 %" (what keeps the AuroRA / LoRA ratios honest: a faster LoRA only makes them
-    larger) and literally, either way.
-    """
-    device = str(timings["device"].iloc[0]).split(":")[0]
-    rows = []
-    for what, method, phase, ratio, bound, devices, rank_limit in TARGETS:
-        if device not in devices:
-            continue
-        data = timings[(timings["method"] == method) & (timings["phase"] == phase)]
-        if rank_limit is not None:
-            data = data[data["rank"] <= rank_limit]
-        if data.empty:
-            continue
-        values = data[ratio].to_numpy(dtype=float)
-        if method == "peft_lora":
-            values = 1.0 / values  # our LoRA / PEFT's
-        if bound < 1:
-            deviation = np.abs(values - 1.0)
-            median, worst = float(np.median(values)), float(values[np.argmax(deviation)])
-            median_met, worst_met = bool(np.median(deviation) <= bound), bool(deviation.max() <= bound)
-            limit = f"within ±{bound:.0%}"
-        else:
-            median, worst = float(np.median(values)), float(values.max())
-            median_met, worst_met = median <= bound, worst <= bound
-            limit = f"≤ {bound:.2f}"
-        rows.append({"target": what, "limit": limit, "cases": len(values), "median over cases": median,
-                     "worst case": worst, "median meets it": median_met, "every case meets it": worst_met})
-    return rows
-
-
-def printed_count_matches(count: int, printed: str) -> dict[str, bool]:
-    """Whether ``count`` gives the paper's ``printed`` value ("0.075M", "74K") when rounded / truncated to its digits."""
-    units = {"K": 10**3, "M": 10**6}
-    if not printed or printed[-1] not in units:
-        raise ValueError(f"printed must end with K or M, e.g. '74K' or '0.075M'; got {printed!r}")
-    digits = printed[:-1]
-    decimals = len(digits.split(".")[1]) if "." in digits else 0
-    quantum = units[printed[-1]] / 10**decimals
-    target = round(float(digits) * 10**decimals)
-    return {"rounds_to_paper": round(count / quantum) == target, "truncates_to_paper": math.floor(count / quantum) == target}
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -810,15 +426,16 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument("--models", nargs="+", choices=sorted(BACKBONES), help="only these backbones of the preset")
     parser.add_argument("--ranks", nargs="+", type=int, help="override the rank sweep of every backbone")
     parser.add_argument("--batch-sizes", nargs="+", type=int, help="override the batch sweep (at rank 2)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=list(VARIANTS), default=list(DEFAULT_VARIANTS),
+                        help="rows to run (base, full_ft and lora are always added: the ratios refer to them)")
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 5 CPU, 10 CUDA, 2 --tiny)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed calls per method before timing")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls per row before timing")
     parser.add_argument("--min-sample-s", type=float, default=None, help="shortest timed sample (default 0.05 s CPU, 0.1 s CUDA, 0 --tiny)")
     parser.add_argument("--results-dir", type=Path, default=None, help="parent folder of benchmark/ (default data/results)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="dtype of the frozen backbone and its inputs (adapters stay float32, as in aurora and PEFT)")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+    parser.add_argument("--clock", choices=sorted(profiling.CLOCKS), default="wall",
                         help="wall: elapsed time (default); cpu: this process's CPU time, robust on a shared machine with --threads 1")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
@@ -827,15 +444,15 @@ def parse_args(argv: list[str] | None) -> Settings:
         if args.threads < 1:
             raise ValueError(f"threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device must be 'cpu' when CUDA is unavailable; got {device!r}")
-    sweeps = FULL_SWEEPS if args.full else TINY_SWEEPS if args.tiny else CPU_SWEEPS
+    preset = FULL_SWEEPS if args.full else TINY_SWEEPS if args.tiny else CPU_SWEEPS
+    sweeps = preset
     if args.models:
-        sweeps = [s for s in sweeps if s.backbone in args.models]
+        sweeps = [s for s in preset if s.backbone in args.models]
         if not sweeps:
-            raise ValueError(f"--models {args.models} has none of this preset's backbones {[s.backbone for s in (FULL_SWEEPS if args.full else TINY_SWEEPS if args.tiny else CPU_SWEEPS)]}")
+            raise ValueError(f"--models {args.models} has none of this preset's backbones {[s.backbone for s in preset]}")
     if args.ranks:
         sweeps = [replace(s, ranks=tuple(args.ranks)) for s in sweeps]
     if args.batch_sizes:
@@ -846,8 +463,9 @@ def parse_args(argv: list[str] | None) -> Settings:
         raise ValueError(f"clock must be 'wall' on {device!r}: CPU time does not see GPU work")
     if args.repeats is not None and args.repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {args.repeats}")
+    variants = tuple(dict.fromkeys(["base", "full_ft", "lora", *args.methods]))
     settings = Settings(
-        sweeps=sweeps, methods=tuple(dict.fromkeys(args.methods)), phases=tuple(dict.fromkeys(args.phases)), device=device, dtype=args.dtype, clock=args.clock,
+        sweeps=sweeps, variants=variants, phases=tuple(dict.fromkeys(args.phases)), device=device, dtype=args.dtype, clock=args.clock,
         repeats=args.repeats or (2 if args.tiny else 10 if device.startswith("cuda") else 5), warmup=args.warmup,
         min_sample_s=args.min_sample_s if args.min_sample_s is not None else 0.0 if args.tiny else 0.1 if device.startswith("cuda") else 0.05,
         seed=args.seed,
@@ -881,7 +499,8 @@ def main(argv: list[str] | None = None) -> Path:
     config = {
         "preset": settings.extra["preset"],
         "sweeps": [s.__dict__ for s in settings.sweeps],
-        "methods": list(settings.methods), "phases": list(settings.phases), "repeats": settings.repeats,
+        "methods": list(settings.variants), "labels": {v: VARIANTS[v].label for v in settings.variants},
+        "phases": list(settings.phases), "repeats": settings.repeats,
         "warmup": settings.warmup, "min_sample_s": settings.min_sample_s, "seed": settings.seed,
         "torch_threads": torch.get_num_threads(), "dtype": settings.dtype, "clock": settings.clock,
         "profile": {"tokens": settings.profile_tokens, "width": settings.profile_width, "rank": settings.profile_rank},
@@ -893,7 +512,9 @@ def main(argv: list[str] | None = None) -> Path:
                            wall_time_s=round(time.perf_counter() - started, 1), results_dir=settings.extra["results_dir"])
     import pandas as pd
 
-    plot_results(pd.read_csv(folder / "timings.csv"), folder / FIGURE_NAME)
+    from aurora.plots import adapter_cost_figure
+
+    adapter_cost_figure(pd.read_csv(folder / "timings.csv"), config["labels"]).savefig(folder / FIGURE_NAME)
     print(f"wrote {folder} in {time.perf_counter() - started:.0f} s")
     return folder
 

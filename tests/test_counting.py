@@ -55,3 +55,29 @@ def test_unknown_model_is_named():
 def test_cli_prints_the_table(capsys):
     main(["--model", "roberta-base", "--method", "lora", "--rank", "8"])
     assert "294,912" in capsys.readouterr().out
+
+
+def test_printed_count_matches_rounding_and_truncation():
+    from aurora.counting import printed_count_matches
+
+    assert printed_count_matches(74_592, "0.075M") == {"rounds_to_paper": True, "truncates_to_paper": False}
+    assert printed_count_matches(74_208, "74K") == {"rounds_to_paper": True, "truncates_to_paper": True}
+    assert printed_count_matches(197_999, "197K") == {"rounds_to_paper": False, "truncates_to_paper": True}
+    with pytest.raises(ValueError, match="printed must end with K or M"):
+        printed_count_matches(1, "74")
+
+
+def test_benchmark_backbones_have_the_published_widths():
+    """The benchmark's backbones are the paper's configs at a chosen depth: every adapted matrix has its real shape."""
+    from aurora.counting import BACKBONES, MODEL_CONFIGS
+
+    published = {"roberta-base": MODEL_CONFIGS["roberta-base"](), "vit-base": MODEL_CONFIGS["google/vit-base-patch16-224-in21k"](),
+                 "llama-block": MODEL_CONFIGS["meta-llama/Meta-Llama-3-8B"]()}
+    for name, config in published.items():
+        ours = BACKBONES[name].config(layers=1)
+        for key in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads"):
+            assert getattr(ours, key, None) == getattr(config, key, None), (name, key)
+    model = BACKBONES["tiny-llama"].build(1)
+    assert not any(p.requires_grad for p in model.parameters()) and model.training
+    inputs = BACKBONES["tiny-llama"].inputs(2, 5, "cpu", requires_grad=False)
+    assert model(**inputs).last_hidden_state.shape == (2, 5, 64)
