@@ -139,9 +139,9 @@ def resolve_device(device: str) -> str:
 
 
 def auto_mixed_precision(device: str | torch.device) -> str:
-    """What ``mixed_precision="auto"`` means on ``device``: ``"bf16"`` on a CUDA GPU with native bf16 (compute
+    """What ``mixed_precision="auto"`` means on ``device`` (``"auto"`` resolved first): ``"bf16"`` on a CUDA GPU with native bf16 (compute
     capability >= 8.0, Ampere and later), ``"fp16"`` on older GPUs (V100, T4 only emulate bf16), ``"no"`` elsewhere."""
-    device = torch.device(device)
+    device = torch.device(resolve_device(device) if isinstance(device, str) else device)
     if device.type != "cuda" or not torch.cuda.is_available():
         return "no"
     return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
@@ -329,7 +329,7 @@ def evaluate(
     """
     require_choice("metric", metric, METRICS)
     loader = _as_loader(data, batch_size, shuffle=False, seed=0)
-    device = torch.device(device)
+    device = torch.device(resolve_device(device) if isinstance(device, str) else device)
     regression = metric == "pearson"
     was_training = model.training
     model.eval()
