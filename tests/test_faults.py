@@ -175,10 +175,11 @@ def test_auto_device_follows_cuda_availability(monkeypatch) -> None:
     assert resolve_device("cuda:1") == "cuda:1"
 
 
-def test_evaluate_takes_auto_and_refuses_unknown_devices() -> None:
+def test_evaluate_takes_auto_and_refuses_unknown_devices(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     data = [(torch.randn(4, 8), torch.tensor([0, 1, 2, 0]))]
     model = toy_model()
-    assert aurora.train.evaluate(model, data, device="auto")[0] > 0  # no CUDA here: the CPU
+    assert aurora.train.evaluate(model, data, device="auto")[0] > 0  # without CUDA: the CPU
     with pytest.raises(ValueError, match="device must be one of"):
         aurora.train.evaluate(model, data, device="gpu")
 
