@@ -81,6 +81,8 @@ def save_adapters(model: nn.Module, path: str | Path) -> Path:
     weights = save_safetensors(state)
     header = {"format_version": FORMAT_VERSION, "weights_sha256": hashlib.sha256(weights).hexdigest(), "config": config.to_dict()}
     folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"path must be a folder for the adapters; {folder} is a file")
     folder.mkdir(parents=True, exist_ok=True)
     _write_atomically(folder / CONFIG_FILE, json.dumps(header, indent=2).encode())  # first: it vouches for the weights
     _write_atomically(folder / WEIGHTS_FILE, weights)

@@ -88,6 +88,9 @@ class AdaptiveNonlinearLayer(nn.Module):
             raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
         if not (fixed or learnable):
             raise ValueError("fixed_nonlinearity and learnable_nonlinearity cannot both be False (that is plain LoRA)")
+        for option, value in (("leaky_relu_slope", leaky_relu_slope), ("spline_init_scale", spline_init_scale)):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{option} must be a finite number >= 0, got {value!r}")
         require_choice("spline_mode", spline_mode, SPLINE_MODES)
         require_choice("self_projection_init", self_projection_init, SELF_PROJECTION_INITS)
         self.rank = rank

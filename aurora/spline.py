@@ -19,6 +19,7 @@ Chapters: ``book/anl_explorer.md``, ``book/cost.md``.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -51,8 +52,8 @@ def uniform_knots(
     if spline_order < 0:
         raise ValueError(f"spline_order must be an integer >= 0, got {spline_order!r}")
     lo, hi = float(grid_range[0]), float(grid_range[1])
-    if not hi > lo:
-        raise ValueError(f"grid_range must be (low, high) with low < high, got {grid_range!r}")
+    if len(grid_range) != 2 or not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ValueError(f"grid_range must be two finite numbers (low, high) with low < high, got {grid_range!r}")
     step = (hi - lo) / grid_size
     index = torch.arange(-spline_order, grid_size + spline_order + 1, dtype=torch.float64)
     return (lo + index * step).to(dtype)

@@ -603,6 +603,8 @@ def fit(
     first_epoch = 1
     elapsed_before = 0.0
     checkpoint = None if config.checkpoint_dir is None else Path(config.checkpoint_dir) / CHECKPOINT_FILE
+    if checkpoint is not None and checkpoint.parent.exists() and not checkpoint.parent.is_dir():
+        raise ValueError(f"checkpoint_dir must be a folder; {checkpoint.parent} is a file")
     if config.resume and checkpoint is not None and not checkpoint.exists() and (checkpoint.parent / LEGACY_CHECKPOINT_FILE).exists():
         raise ValueError(
             f"checkpoint {checkpoint.parent / LEGACY_CHECKPOINT_FILE} is a pickle (written by an older aurora); it is not "

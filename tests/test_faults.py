@@ -117,6 +117,15 @@ def test_grid_limit_is_stated_and_exact() -> None:
         AdaptiveNonlinearLayer(2, grid_size=largest + 1)
 
 
+@pytest.mark.parametrize("options", [
+    dict(grid_range=(0.0, INF)), dict(grid_range=(NAN, 1.0)), dict(grid_range=(-1.0, 0.0, 1.0)), dict(leaky_relu_slope=NAN),
+    dict(spline_init_scale=INF), dict(grid_size=0), dict(spline_order=-1), dict(spline_mode="tensor"),
+], ids=["range-inf", "range-nan", "range-three", "slope-nan", "scale-inf", "grid-0", "order-negative", "mode"])
+def test_the_anl_built_directly_refuses_bad_values(options) -> None:
+    with pytest.raises(ValueError, match=next(iter(options))):
+        AdaptiveNonlinearLayer(2, **options)
+
+
 def test_every_anl_of_a_model_shares_one_polynomial_map() -> None:
     config = AdapterConfig(method="aurora", rank=2, grid_size=64, target_modules=["query", "value"])
     model = aurora.add_adapters(TinyNet(), config)
@@ -707,6 +716,25 @@ def test_an_interrupted_save_leaves_the_old_adapters_or_a_refusal(monkeypatch, t
         with pytest.raises(ValueError):
             aurora.load_adapters(model, folder)
         assert not hasattr(model, "aurora_config")
+
+
+def test_saving_onto_a_file_is_refused_and_the_file_kept(tmp_path: Path) -> None:
+    target = tmp_path / "adapters"
+    target.write_text("notes")
+    with pytest.raises(ValueError, match="is a file"):
+        aurora.save_adapters(adapted(), target)
+    assert target.read_text() == "notes"
+
+
+def test_a_checkpoint_dir_that_is_a_file_is_refused_before_training(tmp_path: Path) -> None:
+    target = tmp_path / "run"
+    target.write_text("notes")
+    model = toy_model()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="checkpoint_dir must be a folder"):
+        fit(model, toy_data(), toy_data(), TrainConfig(checkpoint_dir=target, **TOY_CONFIG))
+    assert_unchanged(model, before)
+    assert target.read_text() == "notes"
 
 
 def test_non_finite_adapters_are_not_saved(tmp_path: Path) -> None:
