@@ -84,3 +84,30 @@ def test_metric_function_matches_sklearn() -> None:
     assert value == pytest.approx(matthews_corrcoef(labels, logits.argmax(-1)), abs=1e-12)
     with pytest.raises(ValueError, match="metric"):
         metric_function("bleu")
+
+
+def test_loss_function_is_the_mean_over_the_global_batch() -> None:
+    """Divided by num_items_in_batch (the global labelled count), labels -100 ignored; MSE for 'pearson'."""
+    from aurora.hf import loss_function
+
+    generator = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(6, 3, generator=generator), torch.tensor([0, 2, 1, -100, 1, 0])
+    classification = loss_function("accuracy")
+    mean = torch.nn.functional.cross_entropy(logits, labels)  # PyTorch's mean over labels != -100
+    torch.testing.assert_close(classification({"logits": logits}, labels), mean)
+    torch.testing.assert_close(classification((logits,), labels, num_items_in_batch=torch.tensor(10)), mean * 5 / 10)
+    outputs, targets = torch.randn(4, 1, generator=generator), torch.randn(4, generator=generator)
+    torch.testing.assert_close(loss_function("pearson")({"logits": outputs}, targets), torch.nn.functional.mse_loss(outputs.squeeze(-1), targets))
+
+
+def test_trainer_logs_the_models_own_loss_on_one_process(tmp_path) -> None:
+    """On one process and without accumulation, aurora's loss and the model's own give the same first logged loss."""
+    losses = []
+    for compute_loss_func in ({}, {"compute_loss_func": None}):
+        model = tiny_bert("lora")
+        args = training_arguments(TrainConfig(epochs=1, batch_size=8, progress=False), tmp_path, max_steps=1, logging_steps=1,
+                                  logging_strategy="steps", eval_strategy="no")
+        trainer = make_trainer(model, args, TokenData(), **compute_loss_func)
+        trainer.train()
+        losses.append(next(e["loss"] for e in trainer.state.log_history if "loss" in e))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
