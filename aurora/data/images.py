@@ -1,8 +1,12 @@
 """Image classification data: Fashion-MNIST and scikit-learn digits offline, hub sets for full mode.
 
 Used by the vision fine-tuning chapter (the paper's Table 3: ViT on eight image sets).
-Images come back as float tensors in [0, 1], shape ``(N, C, H, W)``; resizing and normalising for a
-particular backbone is :func:`aurora.data.vision_preprocessing`'s job, batch by batch.
+Images come back compact, shape ``(N, C, H, W)``: ``uint8`` pixels 0-255 for every 8-bit set
+(Fashion-MNIST and all hub sets; a quarter of float32's memory: the seven hub sets at their default
+sizes take about 9 GB instead of 35 GB; one at a time, at most about 4 GB), float32 in [0, 1] for scikit-learn's digits (17 grey levels);
+``dtype=torch.float32`` asks for [0, 1] floats everywhere. Scaling to [0, 1], resizing and normalising
+for a particular backbone is :func:`aurora.data.vision_preprocessing`'s job, batch by batch (it takes
+both dtypes).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .specs import DataSpec, debian_file, load_hub_dataset, subsample_indices
+
+IMAGE_DTYPES = (None, torch.uint8, torch.float32)
 
 FASHION_MNIST_DIR = "usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
@@ -33,6 +39,7 @@ class HubImageSet:
     test_split: str
     image_size: int  # images are resized to image_size x image_size so they stack into one tensor
     label_column: str = "label"
+    revision: str | None = None  # a branch/commit of the repository, e.g. specs.PARQUET_EXPORT
 
 
 # Table 3's sets that have a plain image/label copy on the hub (FGVC-Aircraft has none).
@@ -68,7 +75,7 @@ IMAGE_DATASETS: dict[str, DataSpec] = {
 
 @dataclass(frozen=True)
 class ImageSplits:
-    """Images ``(N, C, H, W)`` float32 in [0, 1] and labels ``(N,)`` int64, for train and test."""
+    """Images ``(N, C, H, W)`` (uint8 0-255, or float32 in [0, 1]) and labels ``(N,)`` int64, for train and test."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
@@ -108,28 +115,36 @@ def _digits_splits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
                                   stratify=digits.target, random_state=0))
 
 
-def _to_tensors(images: np.ndarray, labels: np.ndarray, chosen: np.ndarray, scale: float):
-    picked = torch.from_numpy(np.ascontiguousarray(images[chosen], dtype=np.float32) / scale)
-    return picked.unsqueeze(1), torch.from_numpy(labels[chosen].copy())
+def _to_tensors(images: np.ndarray, labels: np.ndarray, chosen: np.ndarray, dtype: torch.dtype | None):
+    picked = torch.from_numpy(np.ascontiguousarray(images[chosen])).unsqueeze(1)
+    if dtype is torch.float32 and picked.dtype == torch.uint8:
+        picked = picked.to(torch.float32) / 255.0
+    elif dtype is torch.uint8 and picked.dtype != torch.uint8:
+        picked = (picked * 255.0).round().to(torch.uint8)
+    return picked, torch.from_numpy(labels[chosen].copy())
 
 
-def _offline(name: str, n_train: int | None, n_test: int | None, seed: int) -> ImageSplits:
+def _offline(name: str, n_train: int | None, n_test: int | None, seed: int, dtype: torch.dtype | None) -> ImageSplits:
     if name == "fashion_mnist":
         (train_x, train_y), (test_x, test_y) = _fashion_mnist_split("train"), _fashion_mnist_split("t10k")
-        scale, label_names = 255.0, FASHION_MNIST_CLASSES
+        label_names = FASHION_MNIST_CLASSES
     else:
         train_x, test_x, train_y, test_y = _digits_splits()
-        scale, label_names = 1.0, tuple(str(digit) for digit in range(10))
+        label_names = tuple(str(digit) for digit in range(10))
     train_chosen = subsample_indices(train_y, n_train, seed, stratify=True, parameter="n_train")
     test_chosen = subsample_indices(test_y, n_test, seed, stratify=True, parameter="n_test")
-    return ImageSplits(*_to_tensors(train_x, train_y, train_chosen, scale),
-                       *_to_tensors(test_x, test_y, test_chosen, scale), label_names, IMAGE_DATASETS[name])
+    return ImageSplits(*_to_tensors(train_x, train_y, train_chosen, dtype),
+                       *_to_tensors(test_x, test_y, test_chosen, dtype), label_names, IMAGE_DATASETS[name])
 
 
-def _hub(name: str, n_train: int | None, n_test: int | None, seed: int, image_size: int | None) -> ImageSplits:
+def _hub(name: str, n_train: int | None, n_test: int | None, seed: int, image_size: int | None,
+         dtype: torch.dtype | None) -> ImageSplits:
     hub = HUB_IMAGE_SETS[name]
     what = f"image set {name!r} ({hub.hub_id})"
-    hub_splits = load_hub_dataset(what, OFFLINE_IMAGE_SUBSTITUTE, hub.hub_id)
+    hub_splits = load_hub_dataset(
+        what, OFFLINE_IMAGE_SUBSTITUTE, hub.hub_id, revision=hub.revision,
+        alternative=f"set hub_id or revision of aurora.data.HUB_IMAGE_SETS[{name!r}]; a task that cannot load is "
+        "skipped by catching aurora.data.HubDataError")
     import datasets  # importable: load_hub_dataset succeeded
     side = image_size or hub.image_size
     features = hub_splits[hub.train_split].features
@@ -140,11 +155,11 @@ def _hub(name: str, n_train: int | None, n_test: int | None, seed: int, image_si
         table = hub_splits[split]
         labels = np.asarray(table[hub.label_column], dtype=np.int64)
         chosen = subsample_indices(labels, count, seed, stratify=True, parameter=parameter)
-        images = torch.empty(len(chosen), 3, side, side)
+        images = torch.empty(len(chosen), 3, side, side, dtype=dtype or torch.uint8)
         rows = table.select(chosen.tolist())
         for row, example in enumerate(tqdm(rows, desc=f"{name} {split}", unit="image")):
-            picture = example[image_column].convert("RGB").resize((side, side))
-            images[row] = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0).permute(2, 0, 1)
+            picture = torch.from_numpy(np.asarray(example[image_column].convert("RGB").resize((side, side)))).permute(2, 0, 1)
+            images[row] = picture.to(torch.float32) / 255.0 if dtype is torch.float32 else picture
         tensors += [images, torch.from_numpy(labels[chosen])]
     spec = replace(IMAGE_DATASETS[name], num_classes=len(label_names), train_size=len(hub_splits[hub.train_split]),
                    test_size=len(hub_splits[hub.test_split]))
@@ -153,18 +168,23 @@ def _hub(name: str, n_train: int | None, n_test: int | None, seed: int, image_si
 
 def load_image_classification(
     name: str, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
-    image_size: int | None = None,
+    image_size: int | None = None, dtype: torch.dtype | None = None,
 ) -> ImageSplits:
     """Train/test image tensors of a classification set, optionally subsampled (class-stratified).
 
     ``name``: ``"fashion_mnist"`` or ``"digits"`` (offline, native size, one channel), or a hub set
     (``cifar10``, ``cifar100``, ``dtd``, ``eurosat``, ``resisc45``, ``stanford_cars``,
     ``oxford_pets``; RGB, resized to ``image_size`` or the set's default; needs the internet).
+    ``dtype``: None (compact: uint8 0-255, digits float32 in [0, 1]), ``torch.uint8`` (digits rounded to
+    0-255) or ``torch.float32`` ([0, 1]). A hub set that cannot be loaded raises a
+    :class:`~aurora.data.HubDataError` (unreachable hub, or a loading script) naming it and an alternative.
     """
+    if dtype not in IMAGE_DTYPES:
+        raise ValueError(f"dtype must be one of None, torch.uint8, torch.float32, got {dtype!r}")
     if name in HUB_IMAGE_SETS:
-        return _hub(name, n_train, n_test, seed, image_size)
+        return _hub(name, n_train, n_test, seed, image_size, dtype)
     if name in IMAGE_DATASETS:
         if image_size is not None:
             raise ValueError("image_size applies to hub sets only; resize offline sets with vision_preprocessing")
-        return _offline(name, n_train, n_test, seed)
+        return _offline(name, n_train, n_test, seed, dtype)
     raise ValueError(f"name must be one of {sorted(IMAGE_DATASETS)}, got {name!r}")

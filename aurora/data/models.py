@@ -145,7 +145,10 @@ def load_vision_model(
 
 @dataclass(frozen=True)
 class ImagePreprocessing:
-    """Resize to ``image_size``, repeat grey to RGB, normalise: ``(N, C, H, W)`` in [0, 1] -> model input."""
+    """Scale uint8 pixels to [0, 1], resize to ``image_size``, repeat grey to RGB, normalise: ``(N, C, H, W)`` -> model input.
+
+    Takes uint8 (0-255) or floating images in [0, 1], as :func:`aurora.data.load_image_classification` returns them.
+    """
 
     image_size: int
     mean: tuple[float, float, float]
@@ -154,6 +157,10 @@ class ImagePreprocessing:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"images must have shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            images = images.to(torch.float32) / 255.0
+        elif not images.is_floating_point():
+            raise ValueError(f"images must be uint8 (0-255) or floating point in [0, 1], got {images.dtype}")
         images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
         if images.shape[-2:] != (self.image_size, self.image_size):
             shrinking = images.shape[-1] > self.image_size

@@ -9,11 +9,9 @@ work wherever the internet does and otherwise raise :class:`HubUnavailableError`
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
@@ -69,8 +67,16 @@ VISION_MODELS: dict[str, ModelSpec] = {
 }
 
 
-class HubUnavailableError(ConnectionError):
+class HubDataError(Exception):
+    """A hub data set or model cannot be loaded; a full-mode run can skip that task and record it as missing."""
+
+
+class HubUnavailableError(HubDataError, ConnectionError):
     """A dataset or model lives on the Hugging Face Hub and the hub cannot be reached."""
+
+
+class HubDatasetScriptError(HubDataError, RuntimeError):
+    """A hub data set ships a loading script, which ``datasets`` >= 4 no longer runs."""
 
 
 def hub_offline_requested() -> bool:
@@ -79,15 +85,30 @@ def hub_offline_requested() -> bool:
     return any(os.environ.get(flag, "").strip().lower() in {"1", "true", "yes", "on"} for flag in flags)
 
 
+def _is_network_error(error: BaseException) -> bool:
+    """OSError (``requests``, ``OfflineModeIsEnabled``) or an httpx-family ``TransportError`` (timeouts, proxies, DNS)."""
+    return isinstance(error, OSError) or any(kind.__name__ == "TransportError" for kind in type(error).__mro__)
+
+
 def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Open a TCP connection to the hub endpoint (``HF_ENDPOINT``): seconds, not the libraries' retries."""
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        with socket.create_connection((endpoint.hostname or "huggingface.co", port), timeout=timeout_s):
-            return True
-    except OSError:
+    """Whether the hub answers within ``timeout_s``: one HEAD request through ``huggingface_hub``'s own session.
+
+    The downloads that follow use that same client, so whatever it honours applies to the check too:
+    ``HF_ENDPOINT``, ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, certificates, a custom client factory.
+    Any HTTP answer counts as reachable; in offline mode (``HF_HUB_OFFLINE``) the answer is False.
+    """
+    if hub_offline_requested():
         return False
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout_s)
+    except Exception as error:  # noqa: BLE001 -- only network failures mean "unreachable"
+        if _is_network_error(error):
+            return False
+        raise
+    return True
 
 
 def hub_unavailable(what: str, substitute: str, reason: str) -> HubUnavailableError:
@@ -105,19 +126,38 @@ def ensure_hub(what: str, substitute: str) -> None:
     With HF_HUB_OFFLINE set the caller goes on to try the local Hugging Face cache.
     """
     if not hub_offline_requested() and not hub_reachable():
-        raise hub_unavailable(what, substitute, "huggingface.co is unreachable from this machine")
+        raise hub_unavailable(what, substitute, "the Hugging Face client got no answer from the hub "
+                              "(HF_ENDPOINT, and HTTPS_PROXY if you need one)")
 
 
-def load_hub_dataset(what: str, substitute: str, *args: str) -> Any:
-    """``datasets.load_dataset(*args)`` with the hub loaders' offline behaviour: fail fast when the hub is
-    unreachable, and raise :func:`hub_unavailable`'s message when HF_HUB_OFFLINE is set and the cache misses."""
+PARQUET_EXPORT = "refs/convert/parquet"
+"""The branch where the hub keeps its automatic Parquet export of a data set (no loading script)."""
+
+
+def load_hub_dataset(what: str, substitute: str, repo_id: str, config: str | None = None, *,
+                     revision: str | None = None, alternative: str = "") -> Any:
+    """``datasets.load_dataset(repo_id, config, revision=revision)`` with the hub loaders' failure modes.
+
+    Fails fast when the hub is unreachable, raises :func:`hub_unavailable`'s message when HF_HUB_OFFLINE is
+    set and the cache misses, and turns "this set ships a loading script" (refused by ``datasets`` >= 4)
+    into :class:`HubDatasetScriptError` naming the set and ``alternative`` (how to choose another copy).
+    """
     ensure_hub(what, substitute)
     try:
         import datasets
     except ImportError as error:
         raise ImportError(f"{what} needs the `datasets` package: pip install 'aurora[hub]'") from error
     try:
-        return datasets.load_dataset(*args)
+        return datasets.load_dataset(repo_id, config, revision=revision)
+    except RuntimeError as error:
+        if "scripts are no longer supported" not in str(error) and "loading script" not in str(error):
+            raise
+        raise HubDatasetScriptError(
+            f"{what}: the hub repository {repo_id!r}{f' at revision {revision!r}' if revision else ''} ships a loading "
+            f"script, which datasets {datasets.__version__} refuses to run ({error}). Load the hub's Parquet export "
+            f"instead (revision={PARQUET_EXPORT!r}: datasets.load_dataset({repo_id!r}, revision={PARQUET_EXPORT!r})) "
+            f"or a script-free copy of the set{f' ({alternative})' if alternative else ''}."
+        ) from error
     except OSError as error:  # ConnectionError, missing cache entries with HF_HUB_OFFLINE=1, ...
         if hub_offline_requested():
             raise hub_unavailable(what, substitute, f"HF_HUB_OFFLINE is set: {error}") from error
