@@ -397,9 +397,12 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 # A checkpoint is data only: one safetensors file whose tensors are the trainable weights, the optimizer's state
 # tensors and the RNG states, and whose metadata holds everything else as JSON, with each tensor replaced by
-# {"tensor": key}, tuples by {"tuple": [...]} and integer-keyed dicts (optimizer state) by {"int_keys": {...}}.
+# {"tensor": key}, tuples by {"tuple": [...]}, integer-keyed dicts (optimizer state) by {"int_keys": {...}} and
+# other dicts by {"dict": {...}}; lists, strings, numbers, booleans and null are themselves.
 def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, torch.Tensor):
+        if key in tensors:
+            raise ValueError(f"two checkpoint entries would share the tensor name {key!r}")
         tensors[key] = value.detach().cpu().contiguous().clone()
         return {"tensor": key}
     if isinstance(value, tuple):
