@@ -1,0 +1,110 @@
+"""Dress rehearsal of full mode: the hub loaders and experiments against a local stand-in for the hub.
+
+:mod:`aurora.testing.hub` writes the full-mode data sets (real ids, configurations, splits, columns and
+feature types, a few dozen rows) and models (real configurations at hidden 32, 2 layers) into a fresh
+Hugging Face cache; every check here runs in a subprocess with ``HF_HUB_OFFLINE=1`` and that cache, so
+the unchanged ``load_dataset``/``from_pretrained`` calls of the package are what is exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from aurora.testing import hub
+
+pytestmark = pytest.mark.slow
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("hub")
+    environment = hub.build_hub_stand_in(root)
+    keep = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "TRANSFORMERS_"))}
+    return {**keep, **environment}
+
+
+def run_python(code: str, environment: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            timeout=timeout, env=environment, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def test_stand_in_is_laid_out_as_the_hub_caches(stand_in):
+    datasets_cache, hub_cache = Path(stand_in["HF_DATASETS_CACHE"]), Path(stand_in["HF_HUB_CACHE"])
+    for spec in hub.GLUE + hub.IMAGE_SETS:
+        namespace, name = spec.repo_id.split("/")
+        folder = datasets_cache / f"{namespace}___{name}" / (spec.config or "default") / "0.0.0" / hub.REVISION
+        info = json.loads((folder / "dataset_info.json").read_text())
+        assert set(info["splits"]) == set(spec.splits) and list(info["features"]) == list(spec.columns)
+    for spec in hub.MODELS:
+        repository = hub_cache / f"models--{spec.repo_id.replace('/', '--')}"
+        assert (repository / "refs" / "main").read_text() == hub.REVISION
+        config = json.loads((repository / "snapshots" / hub.REVISION / "config.json").read_text())
+        for key, value in spec.config.items():  # the real configuration, narrowed only in width and depth
+            if key not in {"hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"}:
+                assert config[key] == value, key
+        assert (config["hidden_size"], config["num_hidden_layers"]) == (32, 2)
+    with pytest.raises(ValueError, match="width"):
+        hub.build_hub_stand_in(Path(stand_in["HF_HOME"]) / "unused", width=24)
+
+
+def test_every_hub_loader_reads_the_stand_in_offline(stand_in):
+    """The package's own loaders, HF_HUB_OFFLINE=1: every GLUE task, every image set, every backbone."""
+    result = run_python("""
+        import json, torch
+        from aurora.data import (GLUE_TASKS, HUB_IMAGE_SETS, load_image_classification, load_text_classification,
+                                 load_text_model, load_tokenizer, load_vision_model, vision_preprocessing)
+        out = {"text": {}, "images": {}}
+        for task in GLUE_TASKS:
+            splits = load_text_classification(f"glue/{task}")
+            out["text"][task] = [len(splits.train), len(splits.test), list(splits.label_names),
+                                 isinstance(splits.train[0][0], tuple), type(splits.train[0][1]).__name__]
+        for name in HUB_IMAGE_SETS:
+            splits = load_image_classification(name, n_train=12, n_test=8)
+            out["images"][name] = [list(splits.train_images.shape), str(splits.train_images.dtype),
+                                   len(splits.test_labels), len(splits.label_names), splits.spec.train_size]
+        tokenizer = load_tokenizer("roberta-base")
+        batch = tokenizer(["Fresh tasty crisp.", "Stale and bland."], padding=True, return_tensors="pt")
+        for name in ("roberta-base", "roberta-large"):
+            model = load_text_model(name, num_labels=3, seed=0).eval()
+            with torch.no_grad():
+                out[name] = [type(model).__name__, list(model(**batch).logits.shape)]
+        vit = "google/vit-base-patch16-224-in21k"
+        preprocess = vision_preprocessing(vit)
+        model = load_vision_model(vit, num_labels=47, seed=0).eval()
+        images = load_image_classification("dtd", n_train=4, n_test=2).train_images
+        with torch.no_grad():
+            out[vit] = [type(model).__name__, preprocess.image_size, list(model(pixel_values=preprocess(images)).logits.shape)]
+        out["tokens"] = [tokenizer.cls_token_id, tokenizer.pad_token_id, tokenizer.sep_token_id, type(tokenizer).__name__]
+        print("RESULT" + json.dumps(out))
+    """, stand_in)
+    out = json.loads(result.stdout.split("RESULT", 1)[1])
+    specs = {spec.config: spec for spec in hub.GLUE}
+    for task, (n_train, n_test, label_names, pairs, label_type) in out["text"].items():
+        spec = specs[task]
+        evaluation = "validation_matched" if task == "mnli" else "validation"
+        assert (n_train, n_test) == (spec.splits["train"], spec.splits[evaluation])  # GLUE validation is "test"
+        assert pairs == (task not in {"cola", "sst2"})
+        assert label_type == ("float" if task == "stsb" else "int")
+        assert label_names == ([] if task == "stsb" else list(spec.columns["label"][1]))
+    image_specs = {spec.repo_id: spec for spec in hub.IMAGE_SETS}
+    for name, (shape, dtype, n_test, classes, train_size) in out["images"].items():
+        from aurora.data import HUB_IMAGE_SETS
+
+        side = HUB_IMAGE_SETS[name].image_size
+        spec = image_specs[HUB_IMAGE_SETS[name].hub_id]
+        assert shape == [12, 3, side, side] and dtype == "torch.uint8" and n_test == 8
+        assert classes == len(spec.columns[HUB_IMAGE_SETS[name].label_column][1])
+        assert train_size == spec.splits["train"]
+    assert out["roberta-base"] == ["RobertaForSequenceClassification", [2, 3]] == out["roberta-large"]
+    assert out["google/vit-base-patch16-224-in21k"] == ["ViTForImageClassification", 224, [4, 47]]
+    assert out["tokens"] == [0, 1, 2, "RobertaTokenizer"]  # RoBERTa's special-token ids
