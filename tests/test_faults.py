@@ -427,6 +427,8 @@ CHECKPOINT_FAULTS = {
     "random bytes": lambda good, target, marker: target.write_bytes(os.urandom(4096)),
     "truncated to half": _truncate(0.5),
     "only the length prefix": lambda good, target, marker: target.write_bytes(good.read_bytes()[:8]),
+    "header claims 2**62 bytes": lambda good, target, marker: target.write_bytes((2**62).to_bytes(8, "little") + b"{}"),
+    "header a JSON list": lambda good, target, marker: target.write_bytes((2).to_bytes(8, "little") + b"[]"),
     "truncated by one byte": _truncate(0.9999),
     "header byte flipped": _flip_header_byte,
     "pickle bomb": _pickle_bomb,
