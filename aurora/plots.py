@@ -22,6 +22,7 @@ __all__ = [
     "method_style", "use_book_style", "book_figure", "results_table",
     "COEFFICIENT_PRESETS", "preset_coefficients", "anl_unit", "anl_curves",
     "plot_anl", "plot_bspline_basis", "plot_sinter",
+    "plot_matrices", "plot_curves", "plot_fields", "plot_clouds",
 ]
 
 # Page text is ~720 px wide at 100 % zoom; at dpi 100 these widths fill it without scaling fonts down.
@@ -367,3 +368,75 @@ def adapter_cost_figure(timings, labels: dict[str, str] | None = None) -> Figure
     handles, names = next(ax for ax in axes.flat if ax.get_visible()).get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=3, fontsize=7.5)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Small generic panels (book/appendix_c.md): matrices, curves, 2-D fields and output clouds.
+# ---------------------------------------------------------------------------------------------
+
+
+def plot_matrices(matrices: Mapping[str, torch.Tensor], title: str = "", limit: float = 1.0) -> Figure:
+    """Side-by-side heat maps of small matrices with their entries written in, colour range ±``limit``."""
+    if not matrices:
+        raise ValueError("matrices must name at least one matrix")
+    figure, axes = book_figure("wide", 1, len(matrices), squeeze=False)
+    for axes_, (name, matrix) in zip(axes[0], matrices.items()):
+        values = matrix.detach().cpu().numpy()
+        axes_.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        for (i, j), value in np.ndenumerate(values):
+            axes_.text(j, i, f"{value:.2f}", ha="center", va="center")
+        axes_.set_title(name, fontsize=9)
+        axes_.set_xticks(range(values.shape[1]), [f"col {j + 1}" for j in range(values.shape[1])])
+        axes_.set_yticks(range(values.shape[0]), [f"row {i + 1}" for i in range(values.shape[0])])
+        axes_.grid(False)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def plot_curves(x: torch.Tensor, curves: Mapping[str, torch.Tensor], xlabel: str, ylabel: str,
+                band: tuple[float, float] | None = None, band_label: str = "") -> Figure:
+    """Several curves over one x axis (first one dotted black as the reference), with an optional shaded band."""
+    figure, axes = book_figure("single")
+    for index, (name, y) in enumerate(curves.items()):
+        style = dict(color="black", linestyle=":") if index == 0 else {}
+        axes.plot(x.numpy(), y.detach().numpy(), label=name, **style)
+    if band is not None:
+        axes.axvspan(*band, color="0.9", label=band_label)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.legend()
+    return figure
+
+
+def plot_fields(x1: torch.Tensor, x2: torch.Tensor, fields: Mapping[str, torch.Tensor], line_normal: torch.Tensor | None = None,
+                limit: float = 2.0) -> Figure:
+    """Filled contours of scalar fields on a (x1, x2) mesh; ``line_normal`` a draws the line aᵀx = 0 dashed."""
+    figure, axes = book_figure("wide", 1, len(fields), squeeze=False)
+    for axes_, (name, field) in zip(axes[0], fields.items()):
+        axes_.contourf(x1.numpy(), x2.numpy(), field.reshape(x1.shape).numpy(), levels=21, cmap="RdBu_r",
+                       vmin=-limit, vmax=limit)
+        if line_normal is not None:
+            a1, a2 = (float(v) for v in line_normal)
+            ends = np.array([float(x1.min()), float(x1.max())])
+            axes_.plot(ends, -a1 / a2 * ends, "k--", linewidth=0.8)
+            axes_.set_ylim(float(x2.min()), float(x2.max()))
+        axes_.set_title(name, fontsize=9)
+        axes_.set_xlabel("$x_1$")
+        axes_.grid(False)
+    axes[0][0].set_ylabel("$x_2$")
+    return figure
+
+
+def plot_clouds(clouds: Mapping[str, torch.Tensor], title: str = "", limit: float = 3.0) -> Figure:
+    """Scatter plots of 2-D point clouds (rows of each tensor) on one square axis."""
+    figure, axes = book_figure("square")
+    for name, points in clouds.items():
+        values = points.detach().numpy()
+        axes.scatter(values[:, 0], values[:, 1], s=4, alpha=0.5, label=name)
+    axes.set_xlim(-limit, limit)
+    axes.set_ylim(-limit, limit)
+    axes.set_aspect("equal")
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=7, loc="lower left")
+    return figure

@@ -1,10 +1,16 @@
-"""Open the rendered book in headless Chromium: figures render, widgets load offline, sliders switch frames.
+"""Open the rendered book in headless Chromium: every page renders offline, reads well, and cites.
+
+Checks: figures render and carry captions, widgets load offline and sliders switch frames, math is
+typeset, page text needs no horizontal scrolling in a 1280-px window, every page has a citation link,
+the status page lists every page of the book, and the dark theme keeps text and slider labels legible.
 
 Which HTML is tested (the rule):
-* ``_build/html`` (the output of ``python scripts/build_book.py``) is reused when its ``index.html`` is
-  newer than every source of the book: ``_config.yml``, ``_toc.yml``, everything under ``book/``,
-  ``aurora/**/*.py`` and ``scripts/build_book.py``. Then every chapter page in it is opened.
-* Otherwise the chapters this test needs (``FRESH_BUILD_CHAPTERS``) are built in quick mode into
+* With ``AURORA_BOOK_HTML=<dir>`` (``make test`` sets it after building the whole book once), that
+  folder is tested and it must hold **every** page of ``_toc.yml``; a missing page fails the test.
+* Otherwise ``_build/html`` (the output of ``python scripts/build_book.py``) is reused when its
+  ``index.html`` is newer than every source of the book: ``_config.yml``, ``_toc.yml``, everything under
+  ``book/``, ``aurora/**/*.py`` and ``scripts/build_book.py``. Then every page in it is opened.
+* Otherwise the pages this test needs (``FRESH_BUILD_CHAPTERS``) are built in quick mode into
   ``artifacts/browser-book/`` (git-ignored; ``_build`` is left alone) and those pages are opened.
 
 Chromium is Debian's ``/usr/bin/chromium`` driven by ``tests/browser/check_book.js`` (playwright-core).
@@ -32,6 +38,9 @@ CHECK_SCRIPT = REPO / "tests" / "browser" / "check_book.js"
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 FRESH_BUILD_DIR = REPO / "artifacts" / "browser-book"
 FRESH_BUILD_CHAPTERS = ["intro", "anl_explorer"]
+BOOK_HTML_ENV = "AURORA_BOOK_HTML"
+WINDOW_WIDTH = 1280  # tests/browser/check_book.js opens pages in a 1280 x 900 window
+MIN_CONTRAST = 4.5  # WCAG AA for body text
 ANL_EXPLORER_MIN_SLIDERS = 6
 
 # Console errors that the Jupyter Book 1.0.4 theme stack itself produces on every page, unrelated
@@ -72,10 +81,18 @@ def reusable_build() -> Path | None:
     return index.parent if index.stat().st_mtime > newest_source else None
 
 
+def toc_pages() -> list[str]:
+    """Every page of ``_toc.yml`` as ``book/<name>.html``, root first (scripts/build_book.py's reading)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from build_book import toc_entries
+    finally:
+        sys.path.pop(0)
+    return [f"{entry}.html" for entry in toc_entries(yaml.safe_load((REPO / "_toc.yml").read_text()))]
+
+
 def chapter_pages(html_dir: Path) -> list[str]:
-    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    entries = [toc["root"]] + [item["file"] for item in toc.get("chapters", []) if "file" in item]
-    return [f"{entry}.html" for entry in entries if (html_dir / f"{entry}.html").exists()]
+    return [page for page in toc_pages() if (html_dir / page).exists()]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +102,14 @@ def report() -> dict:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but the browser test cannot run: missing {', '.join(missing)}")
         pytest.skip(f"missing {', '.join(missing)} (set up with `make setup-browser`)")
-    html_dir = reusable_build()
+    required = os.environ.get(BOOK_HTML_ENV)
+    html_dir = Path(required).resolve() if required else reusable_build()
+    if required:
+        missing_pages = [page for page in toc_pages() if not (html_dir / page).exists()]
+        assert missing_pages == [], (
+            f"{BOOK_HTML_ENV}={required} lacks {missing_pages}: build the whole book first "
+            "(`python scripts/build_book.py --quick`, as `make test` does)"
+        )
     if html_dir is None:
         completed = subprocess.run(
             [sys.executable, str(REPO / "scripts" / "build_book.py"), "--quick",
@@ -154,3 +178,39 @@ def test_moving_a_slider_changes_the_shown_figure(report):
                 assert move["after"] != move["before"], where
                 assert move["labelAfter"] != move["labelBefore"], where
                 assert all(width > 0 for width in move["naturalWidths"]), where
+
+
+def test_page_text_needs_no_horizontal_scrolling_at_1280_px(report):
+    for result in report["pages"]:
+        layout = result["layout"]
+        assert layout["windowWidth"] == WINDOW_WIDTH
+        assert layout["documentWidth"] <= WINDOW_WIDTH, f"{result['page']} scrolls sideways"
+        assert layout["overflowing"] == [], f"{result['page']}: text wider than the article"
+
+
+def test_every_figure_and_slider_has_a_caption(report):
+    for result in report["pages"]:
+        assert result["figures"]["uncaptioned"] == [], f"{result['page']}: figures without a caption"
+        assert result["figures"]["slidersWithoutCaption"] == 0, f"{result['page']}: sliders without a caption"
+    assert sum(result["figures"]["outputImages"] for result in report["pages"]) > 0
+
+
+def test_every_page_cites_at_least_one_work(report):
+    uncited = [result["page"] for result in report["pages"] if result["citations"] == 0]
+    assert uncited == []
+
+
+def test_status_page_lists_every_page_of_the_book(report):
+    pages = [result["page"] for result in report["pages"]]
+    if "book/status.html" not in pages:
+        pytest.skip("this partial build has no status page")
+    listed = {f"book/{href.split('#')[0]}" for href in page(report, "book/status.html")["tableLinks"]}
+    assert set(pages) - {"book/status.html"} <= listed  # with AURORA_BOOK_HTML, pages are all of _toc.yml
+
+
+def test_dark_mode_keeps_text_and_slider_labels_legible(report):
+    for result in report["darkMode"]:
+        assert result["theme"] == "dark", result["page"]
+        assert result["text"] and min(result["text"]) >= MIN_CONTRAST, result["page"]
+        if result["widgetLabels"]:
+            assert min(result["widgetLabels"]) >= MIN_CONTRAST, f"{result['page']}: slider labels in dark mode"

@@ -31,12 +31,14 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 import aurora
+from aurora.plots import book_figure, method_style
 from aurora.results import RESULTS_DIR, write_results
 from aurora.theory import (
     adapter_map,
@@ -49,6 +51,9 @@ from aurora.theory import (
     relative_error,
     single_thread,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "RESULTS_NAME",
@@ -66,6 +71,11 @@ __all__ = [
     "grid_sweep",
     "run",
     "main",
+    "CURVES",
+    "rank_table",
+    "plot_rank_sweep",
+    "plot_spectra",
+    "plot_grid_sweep",
 ]
 
 RESULTS_NAME = "approximation"
@@ -399,6 +409,84 @@ def run(
         config = dict(asdict(settings), real_update=str(REAL_UPDATE_FILE.relative_to(RESULTS_DIR.parent.parent)) if real else None)
         write_results(RESULTS_NAME, tables, config, wall_time_s=time.perf_counter() - start, results_dir=results_dir)
     return tables
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the results: the chapter's tables and figures (book/approximation.md)
+# ---------------------------------------------------------------------------------------------
+
+# method column of rank_sweep -> (plot keyword arguments, legend label); the adapters use the book's method styles
+CURVES: dict[str, tuple[dict, str]] = {
+    "eckart_young": (dict(color="black", linestyle="-", marker=""), "Eckart–Young (closed form)"),
+    "linear_closed_form": (dict(color="0.5", linestyle="--", marker=""), "best rank-r linear, fitted"),
+    "output_bound": (dict(color="black", linestyle=":", marker=""), "output bound (any map, r dims)"),
+    "lora": (method_style("lora"), "LoRA, fitted"),
+    "aurora": (method_style("aurora"), "AuroRA B σ(Ax), fitted"),
+    "aurora_static": (dict(method_style("moslora"), marker="^"), "AuroRA static B σ(A), fitted to M"),
+}
+
+
+def rank_table(ranks: "pd.DataFrame") -> "pd.DataFrame":
+    """Test error per (target, rank) and method, with AuroRA's ratio to Eckart–Young and to the best linear map
+    and its distance to the output bound (negative would beat every rank-r map)."""
+    table = ranks.pivot_table(index=["target", "rank"], columns="method", values="test_error")
+    table["aurora / eckart_young"] = table["aurora"] / table["eckart_young"]
+    table["aurora / linear"] = table["aurora"] / table["linear_closed_form"]
+    table["aurora - output_bound"] = table["aurora"] - table["output_bound"]
+    return table
+
+
+def plot_rank_sweep(ranks: "pd.DataFrame", target: str) -> Figure:
+    """Relative test MSE against rank for one target: the fitted adapters next to the linear limits."""
+    rows = ranks[ranks.target == target]
+    if rows.empty:
+        raise ValueError(f"target must be one of {sorted(set(ranks.target))}; got {target!r}")
+    fig, ax = book_figure("single")
+    for method, (style, label) in CURVES.items():
+        part = rows[rows.method == method].sort_values("rank")
+        if len(part):
+            ax.plot(part["rank"], part.test_error, markersize=4, label=label, **style)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("rank r")
+    ax.set_ylabel("relative MSE (test)")
+    ax.set_title(target)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_spectra(spectra_table: "pd.DataFrame") -> Figure:
+    """Normalised singular values s_i / s_1 of every matrix target (log scale)."""
+    fig, ax = book_figure("wide")
+    for target, part in spectra_table.groupby("target", sort=False):
+        ax.semilogy(part["index"], part.singular_value / part.singular_value.max(), label=target)
+    ax.set_xlabel("i")
+    ax.set_ylabel("s_i / s_1")
+    ax.set_title("singular values of the matrix targets")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_grid_sweep(grids: "pd.DataFrame") -> Figure:
+    """AuroRA's test error against the spline grid size, one panel per target, with the linear limits."""
+    targets = list(dict.fromkeys(grids.target))
+    fig, axes = book_figure("wide", 1, len(targets), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        part = grids[grids.target == target].sort_values("grid_size")
+        ax.plot(part.grid_size, part.test_error, label=f"AuroRA r={part['rank'].iloc[0]}", **method_style("aurora"))
+        ax.axhline(part.linear_closed_form.iloc[0], color="0.5", linestyle="--", label="best rank-r linear")
+        if part.output_bound.iloc[0] > 1e-9:
+            ax.axhline(part.output_bound.iloc[0], color="black", linestyle=":", label="output bound")
+        ax.set_xscale("log")
+        ax.set_xticks(part.grid_size, [str(g) for g in part.grid_size])
+        ax.minorticks_off()
+        if part.test_error.max() / part.test_error.min() > 100:
+            ax.set_yscale("log")
+        ax.set_xlabel("grid size")
+        ax.set_title(target, fontsize=9)
+    axes[0][0].set_ylabel("relative MSE (test)")
+    axes[0][0].legend(fontsize=7)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,11 +23,14 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 import aurora
+from aurora.plots import book_figure, method_style
 from aurora.results import write_results
 from aurora.spline import bspline_basis, uniform_knots
 from aurora.theory import (
@@ -40,7 +43,10 @@ from aurora.theory import (
     uniform_basis_derivative_bound,
 )
 
-__all__ = ["RESULTS_NAME", "Settings", "QUICK", "FULL", "METHODS", "probe_layer", "unit_directions", "hidden_per_unit_input",
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["QUANTITIES", "plot_input_scale", "growth_summary", "plot_sinter_derivative", "RESULTS_NAME", "Settings", "QUICK", "FULL", "METHODS", "probe_layer", "unit_directions", "hidden_per_unit_input",
            "input_scale_sweep",
            "bound_checks", "sinter_checks", "run", "main"]
 
@@ -212,6 +218,81 @@ def run(settings: Settings = QUICK, progress: bool = True, write: bool = True, r
     if write:
         write_results(RESULTS_NAME, tables, asdict(settings), wall_time_s=time.perf_counter() - start, results_dir=results_dir)
     return tables
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the results: the chapter's figures and summary (book/gradients.md)
+# ---------------------------------------------------------------------------------------------
+
+QUANTITIES = ("x", "A", "B", "H", "spline")
+"""The gradient norms of ``input_scale.csv``: ∂L/∂x and ∂L/∂ of each adapter parameter."""
+
+
+def _rows(scales: "pd.DataFrame", method: str, family: str, loss: str, quantity: str) -> "pd.DataFrame":
+    return scales[(scales.method == method) & (scales.family == family) & (scales.loss == loss) & (scales.quantity == quantity)]
+
+
+def plot_input_scale(scales: "pd.DataFrame", family: str, loss: str, grid_band: tuple[float, float]) -> Figure:
+    """Max gradient norm over directions against ||x||, one panel per quantity, one line per method.
+
+    ``grid_band`` (from :func:`hidden_per_unit_input`) shades where AuroRA's A x leaves the spline grid and
+    then its support. LoRA and LoRAN often overlap, so LoRAN is dashed.
+    """
+    fig, axes = book_figure("tall", 2, 3, sharex=True)
+    flat = axes.flatten()
+    for ax, quantity in zip(flat, QUANTITIES):
+        for method in METHODS:
+            rows = _rows(scales, method, family, loss, quantity)
+            if len(rows):
+                style = dict(method_style("aurora" if method.startswith("aurora") else method), markersize=2.5)
+                if method == "aurora_leaky_relu":
+                    style.update(color="#8c564b", linestyle=":", marker="^")
+                ax.loglog(rows.scale, rows.max_norm.clip(lower=1e-12), label=method, **style)
+        ax.axvspan(*grid_band, color="0.9")
+        ax.set_title(f"||∂L/∂{quantity}||", fontsize=9)
+        ax.set_ylim(1e-12, 1e9)
+    for ax in flat[3:]:
+        ax.set_xlabel("||x||")
+    handles, labels = flat[0].get_legend_handles_labels()
+    flat[-1].axis("off")
+    flat[-1].legend(handles, labels, loc="center", title=f"{family} directions, {loss} loss")
+    return fig
+
+
+def growth_summary(scales: "pd.DataFrame") -> "pd.DataFrame":
+    """Per method, direction family and loss: max norm at the largest scale over max norm at ||x|| = 1.
+
+    1e4 over four decades means linear growth, 0 that the gradient vanished.
+    """
+    import pandas as pd
+
+    def growth(rows: "pd.DataFrame") -> float:
+        at = lambda target: rows.loc[(rows.scale - target).abs().idxmin(), "max_norm"]  # noqa: E731
+        return float(at(rows.scale.max()) / at(1.0))
+
+    records = []
+    for method in METHODS:
+        for family in ("random", "null_space"):
+            for loss in ("probe", "squared"):
+                record = dict(method=method, family=family, loss=loss)
+                for quantity in QUANTITIES:
+                    rows = _rows(scales, method, family, loss, quantity)
+                    if len(rows):
+                        record[quantity] = growth(rows)
+                records.append(record)
+    return pd.DataFrame(records)
+
+
+def plot_sinter_derivative(amplitude: float = 5e-5, frequency: float = 1e4, w_max: float = 3.0) -> Figure:
+    """Sinter'(w) = a sin(ωw) + aωw cos(ωw) + 1 with its envelope 1 ± (a + aω|w|) over entries |w| ≤ w_max."""
+    w = torch.linspace(-w_max, w_max, 20001, dtype=torch.float64)
+    fig, ax = book_figure("single")
+    ax.plot(w, sinter_derivative(w, amplitude, frequency), linewidth=0.3, label="Sinter'(w)", color=method_style("loran")["color"])
+    ax.plot(w, 1 + amplitude + amplitude * frequency * w.abs(), "k--", linewidth=1, label="envelope 1 ± (a + aω|w|)")
+    ax.plot(w, 1 - amplitude - amplitude * frequency * w.abs(), "k--", linewidth=1)
+    ax.set_xlabel("entry w of s·B·A")
+    ax.legend()
+    return fig
 
 
 def main(argv: list[str] | None = None) -> None:

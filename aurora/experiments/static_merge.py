@@ -23,17 +23,23 @@ import copy
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 from tqdm.auto import tqdm
 
 import aurora
 from aurora.experiments.approximation import MiniLMFineFoods, minilm_fine_foods
+from aurora.plots import book_figure
 from aurora.results import RESULTS_DIR, write_results
 from aurora.theory import adapter_map
 
-__all__ = ["RESULTS_NAME", "Settings", "QUICK", "FULL", "train_adapters", "batches", "logits_of",
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["STRATEGY_STYLES", "plot_synthetic_gaps", "plot_layer_gaps", "plot_end_to_end", "RESULTS_NAME", "Settings", "QUICK", "FULL", "train_adapters", "batches", "logits_of",
            "rescale_down_projections", "down_projection_stats", "layer_gaps", "end_to_end", "ANL_VARIANTS",
            "synthetic_gap_sweep", "run", "main"]
 
@@ -211,6 +217,77 @@ def run(settings: Settings = QUICK, progress: bool = True, write: bool = True, r
     if write:
         write_results(RESULTS_NAME, tables, asdict(settings), wall_time_s=time.perf_counter() - start, results_dir=results_dir)
     return tables
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the results: the chapter's figures (book/static_merge.md)
+# ---------------------------------------------------------------------------------------------
+
+# merge strategy -> line style (the three merges of aurora.MERGE_STRATEGIES; colours are not methods)
+STRATEGY_STYLES = {
+    "static": dict(color="#d62728", marker="o", linestyle="-"),
+    "linearized": dict(color="#1f77b4", marker="s", linestyle="--"),
+    "least_squares": dict(color="#2ca02c", marker="^", linestyle="-"),
+}
+
+
+def plot_synthetic_gaps(synthetic: "pd.DataFrame", offset_prediction: float) -> Figure:
+    """Relative merge gap against the RMS of z = A x, one panel per ANL variant, one line per strategy.
+
+    ``offset_prediction`` (dotted, full ANL only) is the first-order gap of the static merge, RMS(Σ_j x_j − 1).
+    """
+    variants = list(dict.fromkeys(synthetic.variant))
+    fig, axes = book_figure("tall", 2, (len(variants) + 1) // 2, sharey=True, squeeze=False)
+    flat = axes.flatten()
+    for ax, variant in zip(flat, variants):
+        part = synthetic[synthetic.variant == variant]
+        for strategy, rows in part.groupby("strategy", sort=False):
+            ax.loglog(rows.z_rms, rows.relative_gap.clip(lower=1e-9), markersize=3, label=strategy,
+                      **STRATEGY_STYLES.get(strategy, {}))
+        if variant.startswith("AuroRA (F"):
+            ax.axhline(offset_prediction, color="black", linestyle=":", linewidth=1, label="RMS(Σx_j − 1)")
+        ax.set_title(variant, fontsize=9)
+        ax.set_xlabel("RMS of z = A x")
+    for ax in flat[len(variants):]:
+        ax.axis("off")
+    for row in axes:
+        row[0].set_ylabel("relative gap")
+    flat[0].legend(fontsize=7)
+    return fig
+
+
+def plot_layer_gaps(gaps: "pd.DataFrame", layer: str) -> Figure:
+    """Relative merge gap of one trained layer against the RMS of z, as (A, B) → (κA, B/κ) rescales it."""
+    rows = gaps[(gaps.form == "dynamic") & (gaps.layer == layer)]
+    if rows.empty:
+        raise ValueError(f"layer must be one of {sorted(set(gaps.layer))}; got {layer!r}")
+    fig, ax = book_figure("single")
+    for strategy, part in rows.groupby("strategy", sort=False):
+        ax.loglog(part.z_rms, part.relative_gap, markersize=3, label=strategy, **STRATEGY_STYLES.get(strategy, {}))
+    ax.set_xlabel("RMS of z = A x")
+    ax.set_ylabel("relative gap")
+    ax.set_title(layer.replace("bert.encoder.", ""), fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_end_to_end(e2e: "pd.DataFrame") -> Figure:
+    """For the dynamic model: relative logit change (left) and test accuracy (right) after each merge, against κ."""
+    sweep = e2e[e2e.form == "dynamic"]
+    fig, (left, right) = book_figure("wide", 1, 2)
+    for strategy, part in sweep.groupby("strategy", sort=False):
+        style = STRATEGY_STYLES.get(strategy, {})
+        left.loglog(part.scale, part.logit_relative_change, markersize=3, label=strategy, **style)
+        right.semilogx(part.scale, 100 * part.accuracy_merged, markersize=3, label=f"merged: {strategy}", **style)
+    unmerged = sweep[sweep.strategy == sweep.strategy.iloc[0]]
+    right.semilogx(unmerged.scale, 100 * unmerged.accuracy_dynamic, "k--", label="dynamic (unmerged)")
+    left.set_xlabel("κ")
+    left.set_ylabel("relative logit change")
+    right.set_xlabel("κ")
+    right.set_ylabel("test accuracy (%)")
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> None:

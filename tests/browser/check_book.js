@@ -110,14 +110,90 @@ async function checkPage(context, baseUrl, relativePath, screenshotDir) {
     window.requirejs && window.requirejs.defined && window.requirejs.defined('@jupyter-widgets/html-manager'),
   ));
   const mathElements = await page.$$eval('mjx-container', (els) => els.length);
+  const layout = await page.evaluate(() => {
+    // Page text must not need horizontal scrolling: the document no wider than the window, and no
+    // paragraph, list item, heading or caption of the article wider than the article itself.
+    // (Code cells and wide tables may scroll inside their own boxes.)
+    const article = document.querySelector('article') || document.body;
+    const limit = article.getBoundingClientRect().right + 1;
+    const overflowing = Array.from(article.querySelectorAll('p, li, h1, h2, h3, h4, figcaption, dt, dd'))
+      .filter((el) => !el.closest('pre, table, .cell_input, .output, .widget-subarea, mjx-container, .highlight'))
+      .filter((el) => el.getBoundingClientRect().right > limit)
+      .map((el) => el.textContent.trim().slice(0, 80));
+    return {
+      documentWidth: document.documentElement.scrollWidth, windowWidth: window.innerWidth, overflowing,
+    };
+  });
+  const figures = await page.evaluate(() => {
+    // Every image a cell outputs sits in a <figure> with a non-empty <figcaption>; every precomputed
+    // slider box (aurora.widgets) has a caption widget.
+    const outputImages = Array.from(document.querySelectorAll('.cell_output img'))
+      .filter((image) => !image.closest('.widget-subarea, .aurora-frame-slider'));
+    const uncaptioned = outputImages.filter((image) => {
+      const figure = image.closest('figure');
+      const caption = figure && figure.querySelector('figcaption');
+      return !caption || caption.textContent.trim().length === 0;
+    }).map((image) => image.src.slice(-40));
+    const sliders = Array.from(document.querySelectorAll('.aurora-frame-slider'));
+    const slidersWithoutCaption = sliders.filter((box) => {
+      const caption = box.querySelector('.aurora-slider-caption');
+      return !caption || caption.textContent.trim().length === 0;
+    }).length;
+    return { outputImages: outputImages.length, uncaptioned, sliders: sliders.length, slidersWithoutCaption };
+  });
+  // sphinxcontrib-bibtex renders {cite:p} as <span class="bibtex-citation">(<a href="bibliography.html#id..">..</a>)</span>
+  const citations = await page.$$eval('a', (links) => links.filter((link) => link.closest('.bibtex-citation')
+    || /bibliography\.html#/.test(link.getAttribute('href') || '')).length);
+  const tableLinks = await page.$$eval('article table a.reference.internal',
+    (links) => links.map((link) => link.getAttribute('href')));
   const name = relativePath.replace(/[\/.]/g, '_');
   await page.screenshot({ path: path.join(screenshotDir, `${name}.png`), fullPage: true });
   const sliders = await checkSliders(page, name, screenshotDir);
   await page.close();
   return {
     page: relativePath, widgetViews, widgetsRendered, widgetManager, images, mathElements, sliders,
-    consoleErrors, failedRequests,
+    consoleErrors, failedRequests, layout, figures, citations, tableLinks,
   };
+}
+
+// WCAG contrast ratio of two CSS colours (rgb()/rgba() strings), transparency ignored.
+function contrastInPage(page, selector) {
+  return page.evaluate((sel) => {
+    const luminance = (rgb) => {
+      const [r, g, b] = rgb.match(/[\d.]+/g).slice(0, 3).map(Number).map((v) => {
+        const c = v / 255;
+        return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const background = (el) => {
+      for (let node = el; node; node = node.parentElement) {
+        const colour = getComputedStyle(node).backgroundColor;
+        if (colour && !/rgba\(.*,\s*0\)$/.test(colour) && colour !== 'transparent') return colour;
+      }
+      return 'rgb(255, 255, 255)';
+    };
+    return Array.from(document.querySelectorAll(sel)).slice(0, 20).map((el) => {
+      const fg = luminance(getComputedStyle(el).color);
+      const bg = luminance(background(el));
+      return (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+    });
+  }, selector);
+}
+
+// Open a page in the theme's dark mode: text and slider labels must keep their contrast; screenshot it.
+async function checkDarkMode(context, baseUrl, relativePath, screenshotDir) {
+  const page = await context.newPage();
+  await page.addInitScript(() => { localStorage.setItem('mode', 'dark'); localStorage.setItem('theme', 'dark'); });
+  await page.goto(`${baseUrl}/${relativePath}`, { waitUntil: 'networkidle' });
+  await page.waitForTimeout(500);
+  const theme = await page.evaluate(() => document.documentElement.dataset.theme);
+  const text = await contrastInPage(page, 'article p');
+  const widgetLabels = await contrastInPage(page, '.widget-label, .widget-readout, .aurora-slider-caption p');
+  const name = relativePath.replace(/[\/.]/g, '_');
+  await page.screenshot({ path: path.join(screenshotDir, `${name}--dark.png`), fullPage: true });
+  await page.close();
+  return { page: relativePath, theme, text, widgetLabels };
 }
 
 async function main() {
@@ -143,7 +219,9 @@ async function main() {
     });
     const results = [];
     for (const relativePath of pages) results.push(await checkPage(context, baseUrl, relativePath, screenshotDir));
-    process.stdout.write(JSON.stringify({ baseUrl, externalRequests, pages: results }, null, 1));
+    const darkMode = [];
+    for (const relativePath of pages.slice(0, 2)) darkMode.push(await checkDarkMode(context, baseUrl, relativePath, screenshotDir));
+    process.stdout.write(JSON.stringify({ baseUrl, externalRequests, pages: results, darkMode }, null, 1));
   } finally {
     await context.close();
     server.close();
