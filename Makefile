@@ -29,5 +29,10 @@ test: setup-browser
 book: setup-book
 	$(VENV_PYTHON) scripts/build_book.py --quick
 
+# Full mode's device: cuda when torch sees a GPU, else cpu with a warning (the CPU build of torch never sees one;
+# `bash scripts/setup.sh --cuda` installs the CUDA build, see README "Full mode on a GPU").
+FULL_MODE_DEVICE := import sys, torch; gpu = torch.cuda.is_available(); print("cuda" if gpu else "cpu"); gpu or print(f"make book-full: WARNING: torch {torch.__version__} sees no CUDA GPU, so full mode runs on the CPU (paper-sized runs take days); on a GPU machine run bash scripts/setup.sh --cuda first", file=sys.stderr)
+
 book-full: setup-book
-	$(VENV_PYTHON) scripts/build_book.py --full
+	@device="$$($(VENV_PYTHON) -c '$(FULL_MODE_DEVICE)')" && echo "book-full: --device $$device" && \
+		$(VENV_PYTHON) scripts/build_book.py --full --device "$$device"

