@@ -54,7 +54,7 @@ def train(out: Path, method: str, accumulation: int, model_loss: bool = False) -
     config = TrainConfig(epochs=1, batch_size=per_device, lr=2e-2, max_grad_norm=0.05, warmup_ratio=0.0, progress=False)
     args = training_arguments(
         config, out / f"trainer{rank}", logging_strategy="steps", logging_steps=1, eval_strategy="no",
-        gradient_accumulation_steps=accumulation, ddp_backend="gloo" if world > 1 else None, dataloader_num_workers=0,
+        gradient_accumulation_steps=accumulation, dataloader_num_workers=0,
     )
     model = tiny_adapted_bert(method)
     trainer = make_trainer(model, args, TokenData(), **({"compute_loss_func": None} if model_loss else {}))

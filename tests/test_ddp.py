@@ -1,4 +1,4 @@
-"""Multi-process training through aurora.hf: 2 CPU processes (torchrun, gloo) train and log like one process.
+"""Multi-process training through aurora.hf: 2 CPU processes (torchrun; accelerate picks gloo on CPU) train and log like one process.
 
 Under DDP, transformers 5's Trainer multiplies the loss by the number of processes (it expects a loss divided
 by ``num_items_in_batch``, the item count of the global batch); a model's own sequence-classification loss is a
