@@ -34,8 +34,9 @@ datasets do not depend on the seed); adapter initialisation draws from ``torch.m
 
 Results go to ``results_dir``: ``runs.csv`` (one row per run, appended as each run finishes),
 ``epochs.csv`` (one row per run and epoch), ``selection.csv`` (the tuning means and the chosen
-rates), ``summary.csv`` (recomputed from ``runs.csv`` after every final run) and
-``provenance.json``. Every file is written to a temporary name and renamed, so an interruption
+rates), ``summary.csv`` (:func:`paired_comparison` of the final runs; removed when the final phase
+starts and recomputed from ``runs.csv`` when it ends, so it is never stale) and ``provenance.json``
+(``config.complete`` is false until the design is finished). Every file is written to a temporary name and renamed, so an interruption
 never leaves a half-written or stale table; with ``resume=True`` a rerun skips every run whose key
 (phase, task, label, method and protocol fingerprints, rates, seed) is already in ``runs.csv``.
 
@@ -495,8 +496,6 @@ def run_protocol(
             _atomic_write_csv(folder / "runs.csv", runs)
             done[_key(row)] = row
             finished.append(row)
-            if phase == "final":
-                _write_summary(folder, [r for r in finished if r["phase"] == "final"], reference)
         return finished
 
     write_provenance(complete=False)
@@ -506,6 +505,7 @@ def run_protocol(
     _atomic_write_csv(folder / "selection.csv", [dict(task=task.name, **row) for row in selection])
     chosen = {row["label"]: (row["lr"], row["head_lr"]) for row in selection if row["chosen"]}
     final_jobs = [("final", m, *chosen[m.label], seed) for seed in protocol.final_seeds for m in methods]
+    (folder / "summary.csv").unlink(missing_ok=True)  # absent until it is recomputed from this design's runs
     finals = execute(final_jobs, f"{task.name}: final runs")
     _write_summary(folder, finals, reference)
     write_provenance(complete=True)

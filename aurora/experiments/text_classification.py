@@ -1,26 +1,39 @@
-"""Text classification: the AuroRA paper's RoBERTa/GLUE setting (Table 1, Fig. 1 left, App. G Table 11).
+"""Text classification: the AuroRA paper's RoBERTa/GLUE setting (Table 1, Fig. 1 left), under one protocol.
 
-``python -m aurora.experiments.text_classification --quick`` (offline, 2 CPU cores, a few minutes):
-the pretrained all-MiniLM-L6-v2 encoder (a 6-layer BERT, stand-in for RoBERTa-base) on Amazon Fine
-Food reviews (binary sentiment, stand-in for SST-2), subsampled; the encoder's lower layers are frozen
-*and unadapted*, so their outputs are computed once and cached, and adapters go on the query and value
-projections of the top ``adapted_layers`` layers (see :func:`cache_lower_layers`).
+Every run goes through :mod:`aurora.experiments.harness`: each method's learning rate is chosen on a
+validation split carved from the training data (the same grid and seeds for every method), the
+epoch is chosen on validation, and the test split is scored once per final run; ten paired seeds
+per method give the 95 % intervals and the paired differences to LoRA r=8.
 
-``python -m aurora.experiments.text_classification --full --device cuda`` (GPU + internet):
-roberta-base / roberta-large on GLUE SST-2, MRPC, CoLA, QNLI, RTE, STS-B with the paper's Table 11
-hyperparameters (:data:`TABLE_11`), adapters on query and value of every layer. Offline it stops at the
-first hub access with :class:`aurora.data.HubUnavailableError`.
+``python -m aurora.experiments.text_classification`` (quick, offline, 2 CPU cores): the pretrained
+all-MiniLM-L6-v2 encoder (a 6-layer BERT, stand-in for RoBERTa-base) on two offline sets,
 
-Both write ``runs.csv`` (one row per run), ``epochs.csv`` (one row per run and epoch) and
-``provenance.json`` through :func:`aurora.results.write_results`; quick mode to
-``data/results/text_classification/``, full mode to ``data/results/text_classification_full/``.
-Chapter: ``book/text_classification.md``.
+- ``fine_foods``: Amazon Fine Food reviews (binary sentiment, stand-in for SST-2): 500 training
+  and 300 validation reviews drawn from the training split, all 1,000 test reviews;
+- ``austen``: Jane Austen passages -> novel (6 classes, :mod:`aurora.data.austen`): 500 training
+  and 300 validation passages, all 3,038 test passages.
+
+Texts are cut at 32 tokens (2 CPU cores shared by several jobs: a run costs seconds).
+
+The encoder's lower layers are frozen *and unadapted*, so their outputs are computed once and
+cached; adapters go on the query and value projections of the top ``adapted_layers`` layers
+(:func:`cache_lower_layers`). The methods (:data:`MAIN_METHODS`) are ours (LoRA r=8 and r=2,
+MoSLoRA, AuroRA r̃=2, LoRAN with its authors' placement ``s·Sinter(BA)``) and PEFT's LoRA, DoRA,
+PiSSA, VeRA and FourierFT (:data:`PEFT_METHODS`, run on ``austen``, the set with the large test
+split); on ``fine_foods`` the LoRAN studies (:data:`LORAN_METHODS`: LN2 other functions, LN3 rank
+64) run instead of the PEFT baselines. Results: ``data/results/text_classification/<dataset>/``.
+
+``python -m aurora.experiments.text_classification --full`` (GPU + internet): roberta-base on the
+GLUE tasks, adapters on query and value of every layer, the same protocol with Table 11's epochs
+and batch sizes (:data:`TABLE_11`); validation is carved from GLUE's training split because GLUE's
+validation split is what the paper (and we) report as "test". Results, resumed run by run:
+``data/results/text_classification_full/<model>/<task>/``. Chapter: ``book/text_classification.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +42,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
-import aurora
-from aurora.config import require_choice
 from aurora.data import DATASETS, MODELS, load_text_classification, load_text_model, load_tokenizer
-from aurora.results import write_results
-from aurora.train import TrainConfig, fit
+from aurora.experiments.harness import Method, Protocol, Task, carve_validation, paired_comparison, run_protocol
+from aurora.results import RESULTS_DIR
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,32 +54,38 @@ __all__ = [
     "TABLE_11",
     "GLUE_METRICS",
     "PAPER_TABLE_1",
-    "MethodSetting",
+    "QUICK_DATASETS",
+    "OUR_METHODS",
+    "PEFT_METHODS",
+    "MAIN_METHODS",
+    "LORAN_METHODS",
     "QUICK_METHODS",
-    "FULL_METHODS",
+    "REFERENCE",
+    "QUICK_PROTOCOL",
+    "SMOKE_PROTOCOL",
     "QuickSettings",
     "TensorDictDataset",
     "PassThroughEmbeddings",
     "cache_lower_layers",
     "keep_top_layers",
     "FirstTokenLayer",
-    "train_run",
+    "quick_task",
+    "full_task",
+    "quick_results_dir",
     "run_quick",
     "run_full",
-    "run_lr_sweep",
-    "best_learning_rates",
-    "prepare_quick_data",
-    "QuickData",
-    "SWEEP_LEARNING_RATES",
-    "summary_table",
+    "final_runs",
+    "comparison",
+    "loran_studies",
     "plot_parameters_vs_metric",
-    "plot_epoch_curves",
+    "plot_validation_curves",
     "main",
 ]
 
 QUICK_RESULTS = "text_classification"
-SWEEP_RESULTS = "text_classification_lr_sweep"
 FULL_RESULTS = "text_classification_full"
+QUICK_DATASETS = ("fine_foods", "austen")
+REFERENCE = "LoRA r=8"
 
 # App. G, Table 11: AuroRA's GLUE hyperparameters (AdamW, linear schedule, warmup ratio 0.06, r̃ = 2, α = 4).
 TABLE_11: dict[str, dict[str, dict[str, Any]]] = {
@@ -97,59 +113,73 @@ PAPER_TABLE_1: dict[str, dict[str, dict[str, Any]]] = {
     "roberta-base": {
         "Full fine-tuning": dict(sst2=94.8, mrpc=90.2, cola=63.6, qnli=92.8, rte=78.7, stsb=91.2, avg=85.2, params="125M"),
         "LoRA": dict(sst2=95.1, mrpc=89.7, cola=63.4, qnli=93.3, rte=78.4, stsb=91.5, avg=85.2, params="0.3M"),
+        "DoRA": dict(sst2=95.0, mrpc=89.7, cola=64.9, qnli=92.9, rte=79.2, stsb=91.3, avg=85.5, params="0.3M"),
+        "FourierFT": dict(sst2=94.2, mrpc=90.0, cola=63.8, qnli=92.2, rte=79.1, stsb=90.8, avg=85.0, params="0.024M"),
         "AuroRA": dict(sst2=95.2, mrpc=91.9, cola=65.1, qnli=93.4, rte=85.2, stsb=91.5, avg=87.1, params="0.075M"),
     },
     "roberta-large": {
         "Full fine-tuning": dict(sst2=96.4, mrpc=90.9, cola=68.0, qnli=94.7, rte=86.6, stsb=92.4, avg=88.2, params="356M"),
         "LoRA": dict(sst2=96.2, mrpc=90.2, cola=68.2, qnli=94.8, rte=85.2, stsb=92.3, avg=87.8, params="0.8M"),
+        "FourierFT": dict(sst2=96.0, mrpc=90.9, cola=67.1, qnli=94.4, rte=87.4, stsb=91.9, avg=88.0, params="0.048M"),
         "AuroRA": dict(sst2=96.6, mrpc=91.2, cola=69.2, qnli=95.0, rte=89.9, stsb=92.5, avg=89.1, params="0.2M"),
     },
 }
 
 
-@dataclass(frozen=True)
-class MethodSetting:
-    """One configuration of the comparison; ``alpha`` defaults to ``2 · rank`` (App. G: r̃ = 2, α = 4).
+def _peft(kind: str, **options: Any):
+    """A :class:`Method` ``peft_config`` factory for PEFT's ``kind`` config (``"lora"``, ``"vera"``, ``"fourierft"``)."""
 
-    ``method="head"`` is the reference without adapters: only the classifier head trains.
-    """
+    def factory(target_modules: list[str], modules_to_save: list[str]):
+        import peft
 
-    label: str
-    method: str
-    rank: int
-    lr: float
-    alpha: float | None = None
+        config_class = {"lora": peft.LoraConfig, "vera": peft.VeraConfig, "fourierft": peft.FourierFTConfig}[kind]
+        return config_class(target_modules=target_modules, modules_to_save=modules_to_save, **options)
 
-    def __post_init__(self) -> None:
-        require_choice("method", self.method, (*aurora.METHODS, "head"))
-
-    def adapter_config(self, target_modules: list[str] | str) -> aurora.AdapterConfig:
-        alpha = 2.0 * self.rank if self.alpha is None else self.alpha
-        return aurora.AdapterConfig(
-            method=self.method, rank=self.rank, alpha=alpha, target_modules=target_modules, modules_to_save=["classifier"]
-        )
+    return factory
 
 
-SWEEP_LEARNING_RATES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
-# Quick mode's learning rates (adapters and head alike): for each method the rate of
-# SWEEP_LEARNING_RATES with the best mean over seeds 0 and 1 on 500 validation reviews held out of
-# the training split (run_lr_sweep; the chapter shows its stored result).
-QUICK_METHODS: tuple[MethodSetting, ...] = (
-    MethodSetting("Head only", "head", 0, 1e-1),
-    MethodSetting("LoRA r=8", "lora", 8, 1e-2),
-    MethodSetting("LoRA r=2", "lora", 2, 3e-3),
-    MethodSetting("MoSLoRA r=2", "moslora", 2, 3e-3),
-    MethodSetting("AuroRA r=2", "aurora", 2, 1e-2),
-    MethodSetting("LoRAN r=8", "loran", 8, 1e-2),
-    MethodSetting("LoRAN r=2", "loran", 2, 3e-3),
+def _peft_method(label: str, style: str, kind: str, **options: Any) -> Method:
+    name = {"lora": "LoraConfig", "vera": "VeraConfig", "fourierft": "FourierFTConfig"}[kind]
+    description = f"peft.{name}({', '.join(f'{k}={v!r}' for k, v in options.items())})"
+    return Method(label, style, peft_config=_peft(kind, **options), peft_description=description)
+
+
+# Table 1's rows that run offline. α = 2·r for our adapters (App. G: r̃ = 2, α = 4). PEFT's baselines
+# at the budgets the paper gives them on RoBERTa: DoRA and PiSSA at LoRA's r = 8 (PiSSA with α = r, its
+# paper's choice), FourierFT with 1,000 spectral coefficients per adapted matrix (FourierFT's GLUE
+# setting), VeRA with PEFT's default rank 256 (shared random projections; trainable: two vectors).
+OUR_METHODS: tuple[Method, ...] = (
+    Method("Head only", "head", plain="head"),
+    Method("LoRA r=8", "lora", adapter=dict(method="lora", rank=8, alpha=16.0)),
+    Method("LoRA r=2", "lora", adapter=dict(method="lora", rank=2, alpha=4.0)),
+    Method("MoSLoRA r=2", "moslora", adapter=dict(method="moslora", rank=2, alpha=4.0)),
+    Method("AuroRA r̃=2", "aurora", adapter=dict(method="aurora", rank=2, alpha=4.0)),
+    Method("LoRAN r=8", "loran", adapter=dict(method="loran", rank=8, alpha=16.0)),
 )
-# Full mode: the LR comes from Table 11 per task (lr=0 here means "use Table 11").
-FULL_METHODS: tuple[MethodSetting, ...] = (
-    MethodSetting("LoRA r=8", "lora", 8, 0.0),
-    MethodSetting("MoSLoRA r=2", "moslora", 2, 0.0),
-    MethodSetting("AuroRA r=2", "aurora", 2, 0.0),
-    MethodSetting("LoRAN r=8", "loran", 8, 0.0),
+PEFT_METHODS: tuple[Method, ...] = (
+    _peft_method("PEFT LoRA r=8", "peft_lora", "lora", r=8, lora_alpha=16),
+    _peft_method("PEFT DoRA r=8", "peft_dora", "lora", r=8, lora_alpha=16, use_dora=True),
+    _peft_method("PEFT PiSSA r=8", "peft_pissa", "lora", r=8, lora_alpha=8, init_lora_weights="pissa"),
+    _peft_method("PEFT VeRA r=256", "peft_vera", "vera", r=256),
+    _peft_method("PEFT FourierFT n=1000", "peft_fourierft", "fourierft", n_frequency=1000),
 )
+MAIN_METHODS = OUR_METHODS + PEFT_METHODS
+# The LoRAN studies (LN2: Sinter against other functions at r = 8; LN3: LoRAN's gain at r = 64 against
+# r = 8), with the authors' placement ΔW = s·f(BA) (aurora.AdapterConfig loran_scaling="outside").
+LORAN_METHODS: tuple[Method, ...] = (
+    Method("LoRAN r=8 tanh", "loran", adapter=dict(method="loran", rank=8, alpha=16.0, loran_function="tanh")),
+    Method("LoRAN r=8 sigmoid", "loran", adapter=dict(method="loran", rank=8, alpha=16.0, loran_function="sigmoid")),
+    Method("LoRAN r=8 relu", "loran", adapter=dict(method="loran", rank=8, alpha=16.0, loran_function="relu")),
+    Method("LoRA r=64", "lora", adapter=dict(method="lora", rank=64, alpha=128.0)),
+    Method("LoRAN r=64", "loran", adapter=dict(method="loran", rank=64, alpha=128.0)),
+)
+# What runs on which offline set: 2 CPU cores do not afford every method on both.
+QUICK_METHODS: dict[str, tuple[Method, ...]] = {"austen": MAIN_METHODS, "fine_foods": OUR_METHODS + LORAN_METHODS}
+# One grid for every method (the head trains at the same rate, as in the paper's GLUE runs).
+QUICK_PROTOCOL = Protocol(lr_grid=(3e-3, 1e-2, 3e-2, 1e-1), tuning_seeds=(1000, 1001), final_seeds=tuple(range(10)),
+                          epochs=6, batch_size=32)
+# The chapter's seconds-long run of the same code (no verdicts rest on it).
+SMOKE_PROTOCOL = Protocol(lr_grid=(1e-2,), tuning_seeds=(1000,), final_seeds=(0, 1), epochs=2, batch_size=32, smoke=True)
 
 
 @dataclass(frozen=True)
@@ -157,15 +187,11 @@ class QuickSettings:
     """The offline stand-in for Table 1 (what stands in for what is in the module docstring)."""
 
     model: str = "minilm"
-    dataset: str = "fine_foods"
-    n_train: int = 1000
-    n_test: int = 500
-    max_length: int = 64
+    n_train: int = 500
+    n_validation: int = 300
+    n_test: int | None = None  # None: the whole test split (1,000 reviews; 3,038 passages)
+    max_length: int = 32
     adapted_layers: int = 1
-    epochs: int = 5
-    batch_size: int = 32
-    head_lr: float | None = None  # None: the head trains at the adapters' rate, as in the paper's GLUE runs
-    warmup_ratio: float = 0.06
     data_seed: int = 0
 
 
@@ -300,336 +326,264 @@ def _tokenize(tokenizer: Any, texts: Sequence[Any], max_length: int, padding: st
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
-def train_run(
-    model_name: str,
-    num_labels: int,
-    setting: MethodSetting,
-    train_data: Dataset,
-    eval_data: Dataset,
-    config: TrainConfig,
-    adapted_layers: int | None = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Fine-tune one fresh model with one adapter setting; returns its runs.csv row and epochs.csv rows.
-
-    The head's initialisation depends on ``config.seed``. With ``adapted_layers``, the model's lower
-    layers are dropped (their outputs come cached in the datasets as ``inputs_embeds``).
-    """
-    model = load_text_model(model_name, num_labels, seed=config.seed)
-    if adapted_layers is not None:
-        keep_top_layers(model, adapted_layers)
-    if setting.method == "head":
-        model.requires_grad_(False)
-        model.classifier.requires_grad_(True)
+def _tokenize(tokenizer: Any, texts: Sequence[Any], max_length: int, padding: str) -> dict[str, torch.Tensor]:
+    if texts and isinstance(texts[0], tuple):
+        first, second = [t[0] for t in texts], [t[1] for t in texts]
+        encoded = tokenizer(first, second, truncation=True, max_length=max_length, padding=padding, return_tensors="pt")
     else:
-        torch.manual_seed(config.seed)  # adapter initialisation (A, H, spline coefficients, mixer)
-        aurora.add_adapters(model, setting.adapter_config(aurora.suggest_target_modules(model)))
-    counts = aurora.parameter_report(model)
-    result = fit(model, train_data, eval_data, config)
-    keys = dict(model=model_name, label=setting.label, method=setting.method, rank=setting.rank, seed=config.seed)
-    layers = aurora.adapter_layers(model)
-    row = dict(
-        **keys,
-        alpha=layers[0][1].config.alpha if layers else None,
-        lr=config.lr,
-        head_lr=config.head_lr,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        metric_name=config.metric,
-        best_metric=result.best_metric,
-        best_epoch=result.best_epoch,
-        final_metric=result.final_metric,
-        adapter_params=counts["adapter"],
-        head_params=counts["head"],
-        adapted_modules=len(layers),
-        wall_time_s=result.wall_time_s,
-    )
-    epochs = [dict(**keys, **dataclasses.asdict(record)) for record in result.history]
-    return row, epochs
-
-
-@dataclass
-class QuickData:
-    """Cached lower-layer outputs of the quick experiment's train and evaluation sets."""
-
-    train: TensorDictDataset
-    eval: TensorDictDataset
-    num_labels: int
-    majority_accuracy: float
-    seconds: float
-
-
-def prepare_quick_data(settings: QuickSettings, split: str = "test") -> QuickData:
-    """Tokenize the Fine Food reviews and cache MiniLM's frozen lower layers (:func:`cache_lower_layers`).
-
-    ``split="test"``: train on ``n_train`` reviews, evaluate on ``n_test`` test reviews.
-    ``split="validation"``: for tuning, draw ``n_train + n_test`` training reviews and hold out a random
-    ``n_test`` of them, so the test reviews play no part in choosing learning rates.
-    """
-    require_choice("split", split, ("test", "validation"))
-    start = time.perf_counter()
-    if split == "test":
-        splits = load_text_classification(settings.dataset, settings.n_train, settings.n_test, seed=settings.data_seed)
-        train, held_out = splits.train, splits.test
-    else:
-        splits = load_text_classification(settings.dataset, settings.n_train + settings.n_test, 1, seed=settings.data_seed)
-        order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(settings.data_seed)).tolist()
-        train, held_out = [splits.train[i] for i in order[: settings.n_train]], [splits.train[i] for i in order[settings.n_train :]]
-    num_labels = len(splits.label_names)
-    examples = train + held_out
-    tokens = _tokenize(load_tokenizer(settings.model), [text for text, _ in examples], settings.max_length, padding="max_length")
-    encoder = load_text_model(settings.model, num_labels, seed=0)
-    hidden = cache_lower_layers(encoder, tokens["input_ids"], tokens["attention_mask"], settings.adapted_layers)
-    labels = torch.tensor([label for _, label in examples])
-    parts = [slice(0, len(train)), slice(len(train), None)]
-    train_set, eval_set = (
-        TensorDictDataset(inputs_embeds=hidden[part], attention_mask=tokens["attention_mask"][part], labels=labels[part]) for part in parts
-    )
-    majority = float(torch.bincount(labels[parts[1]], minlength=num_labels).max()) / len(held_out)
-    return QuickData(train_set, eval_set, num_labels, majority, time.perf_counter() - start)
-
-
-def _quick_runs(
-    data: QuickData, settings: QuickSettings, jobs: Sequence[tuple[MethodSetting, int]], device: str, progress: bool, desc: str
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    runs, epochs = [], []
-    for setting, seed in tqdm(jobs, desc=desc, disable=not progress):
-        config = TrainConfig(
-            epochs=settings.epochs, batch_size=settings.batch_size, lr=setting.lr, head_lr=settings.head_lr,
-            warmup_ratio=settings.warmup_ratio, seed=seed, device=device, metric="accuracy", progress=False,
-        )
-        row, rows = train_run(settings.model, data.num_labels, setting, data.train, data.eval, config, settings.adapted_layers)
-        runs.append(dict(mode="quick", task=settings.dataset, **row))
-        epochs.extend(dict(mode="quick", task=settings.dataset, **r) for r in rows)
-    return runs, epochs
-
-
-def _quick_config(settings: QuickSettings, data: QuickData, **extra: Any) -> dict[str, Any]:
-    return dict(
-        mode="quick", settings=dataclasses.asdict(settings), majority_baseline_accuracy=data.majority_accuracy,
-        cache_seconds=data.seconds,
-        stands_in_for=f"{settings.model}: {MODELS[settings.model].stands_in_for}; "
-        f"{settings.dataset}: {DATASETS[settings.dataset].stands_in_for}",
-        **extra,
-    )
+        encoded = tokenizer(list(texts), truncation=True, max_length=max_length, padding=padding, return_tensors="pt")
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
 def _quiet_transformers() -> None:
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.set_verbosity_error()  # the "classifier newly initialised" report, once per run
-    transformers_logging.disable_progress_bar()  # "Loading weights", once per run
+    transformers_logging.set_verbosity_error()  # the "classifier newly initialised" report
+    transformers_logging.disable_progress_bar()  # "Loading weights"
+
+
+def _fresh_head(template: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``template`` whose classifier is drawn again from ``seed`` (BERT's init: N(0, 0.02²), bias 0)."""
+    model = copy.deepcopy(template)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in model.classifier.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=model.config.initializer_range)
+                nn.init.zeros_(module.bias)
+    return model
+
+
+def quick_task(dataset: str, settings: QuickSettings = QuickSettings(), n_train: int | None = None,
+               n_validation: int | None = None, n_test: int | None = None) -> Task:
+    """The offline task on ``dataset`` (``"fine_foods"`` or ``"austen"``): MiniLM's lower layers cached.
+
+    ``n_train + n_validation`` examples are drawn (class-stratified, ``data_seed``) from the training
+    split and ``n_validation`` of them held out with :func:`~aurora.experiments.harness.carve_validation`;
+    the test split is not looked at until a final run scores it. The ``n_*`` arguments override
+    ``settings`` (the chapter's smoke run uses a few dozen examples).
+    """
+    if dataset not in QUICK_DATASETS:
+        raise ValueError(f"dataset must be one of {QUICK_DATASETS}, got {dataset!r}")
+    _quiet_transformers()
+    start = time.perf_counter()
+    n_train = settings.n_train if n_train is None else n_train
+    n_validation = settings.n_validation if n_validation is None else n_validation
+    n_test = settings.n_test if n_test is None else n_test
+    splits = load_text_classification(dataset, n_train + n_validation, n_test, seed=settings.data_seed)
+    num_labels = len(splits.label_names)
+    examples = splits.train + splits.test
+    tokens = _tokenize(load_tokenizer(settings.model), [text for text, _ in examples], settings.max_length, padding="max_length")
+    encoder = load_text_model(settings.model, num_labels, seed=0)
+    hidden = cache_lower_layers(encoder, tokens["input_ids"], tokens["attention_mask"], settings.adapted_layers)
+    labels = torch.tensor([label for _, label in examples])
+    cut = len(splits.train)
+    train_pool = TensorDictDataset(inputs_embeds=hidden[:cut], attention_mask=tokens["attention_mask"][:cut], labels=labels[:cut])
+    test = TensorDictDataset(inputs_embeds=hidden[cut:], attention_mask=tokens["attention_mask"][cut:], labels=labels[cut:])
+    train, validation = carve_validation(train_pool, n_validation, seed=settings.data_seed)
+    majority = float(torch.bincount(labels[cut:], minlength=num_labels).max()) / len(splits.test)
+    spec = DATASETS[dataset]
+    info = dict(
+        dataset=dataset, model=settings.model, settings=settings.__dict__, n_train=len(train), n_validation=len(validation),
+        n_test=len(test), classes=list(splits.label_names), majority_test_accuracy=majority,
+        cache_seconds=time.perf_counter() - start,
+        stands_in_for=f"{settings.model}: {MODELS[settings.model].stands_in_for}; {dataset}: {spec.stands_in_for}",
+        source=spec.source,
+    )
+    return Task(dataset, "accuracy", train, validation, test, lambda seed: _fresh_head(encoder, seed), ["query", "value"],
+                ["classifier"], info)
+
+
+def full_task(model_name: str, glue_task: str, n_validation: int = 1000, data_seed: int = 0) -> Task:
+    """GLUE ``glue_task`` on ``model_name`` from the hub: adapters on every layer's query and value.
+
+    GLUE's labelled validation split is the test split (as in the paper's Table 1); validation is
+    ``n_validation`` examples carved from the training split (at most a tenth of it).
+    """
+    if model_name not in TABLE_11:
+        raise ValueError(f"model_name must be one of {sorted(TABLE_11)}, got {model_name!r}")
+    if glue_task not in GLUE_METRICS:
+        raise ValueError(f"glue_task must be one of {sorted(GLUE_METRICS)}, got {glue_task!r}")
+    _quiet_transformers()
+    hyper = TABLE_11[model_name][glue_task]
+    metric = GLUE_METRICS[glue_task]
+    splits = load_text_classification(f"glue/{glue_task}")
+    num_labels = 1 if metric == "pearson" else len(splits.label_names)
+    label_dtype = torch.float32 if metric == "pearson" else torch.long
+    tokenizer = load_tokenizer(model_name)
+    data = []
+    for examples in (splits.train, splits.test):
+        tokens = _tokenize(tokenizer, [text for text, _ in examples], hyper["max_length"], padding="max_length")
+        data.append(TensorDictDataset(**tokens, labels=torch.tensor([y for _, y in examples], dtype=label_dtype)))
+    train, validation = carve_validation(data[0], min(n_validation, len(data[0]) // 10), seed=data_seed)
+    info = dict(model=model_name, glue_task=glue_task, table_11=hyper, n_train=len(train), n_validation=len(validation),
+                n_test=len(data[1]), test_split="GLUE validation (the paper's Table 1 reports it)")
+    return Task(f"{model_name}/{glue_task}", metric, train, validation, data[1],
+                lambda seed: load_text_model(model_name, num_labels, seed=seed), ["query", "value"], ["classifier"], info)
+
+
+def quick_results_dir(dataset: str, results_dir: Path | None = None) -> Path:
+    return (results_dir or RESULTS_DIR) / QUICK_RESULTS / dataset
 
 
 def run_quick(
-    seeds: Sequence[int] = (0, 1, 2),
-    device: str = "cpu",
+    datasets: Sequence[str] = QUICK_DATASETS,
+    device: str = "auto",
+    protocol: Protocol = QUICK_PROTOCOL,
     settings: QuickSettings = QuickSettings(),
-    methods: Sequence[MethodSetting] = QUICK_METHODS,
     progress: bool = True,
+    resume: bool = True,
     results_dir: Path | None = None,
-) -> Path:
-    """The offline experiment (MiniLM on Fine Food reviews, test split); writes and returns the results folder."""
-    _quiet_transformers()
-    start = time.perf_counter()
-    data = prepare_quick_data(settings, "test")
-    jobs = [(setting, seed) for seed in seeds for setting in methods]
-    runs, epochs = _quick_runs(data, settings, jobs, device, progress, "text classification (quick)")
-    config = _quick_config(settings, data, seeds=list(seeds), methods=[dataclasses.asdict(m) for m in methods])
-    return write_results(QUICK_RESULTS, {"runs": runs, "epochs": epochs}, config, device, time.perf_counter() - start, results_dir)
-
-
-def run_lr_sweep(
-    learning_rates: Sequence[float] = SWEEP_LEARNING_RATES,
-    seeds: Sequence[int] = (0, 1),
-    device: str = "cpu",
-    settings: QuickSettings = QuickSettings(),
-    methods: Sequence[MethodSetting] = QUICK_METHODS,
-    progress: bool = True,
-    results_dir: Path | None = None,
-) -> Path:
-    """The learning-rate sweep behind :data:`QUICK_METHODS`' rates, on a validation split of the training reviews.
-
-    Each method then uses the rate with the best mean (over ``seeds``) best-epoch validation accuracy.
-    """
-    _quiet_transformers()
-    start = time.perf_counter()
-    data = prepare_quick_data(settings, "validation")
-    jobs = [(dataclasses.replace(m, lr=lr), seed) for seed in seeds for m in methods for lr in learning_rates]
-    runs, epochs = _quick_runs(data, settings, jobs, device, progress, "learning-rate sweep")
-    config = _quick_config(settings, data, split="validation", seeds=list(seeds), learning_rates=list(learning_rates),
-                           methods=[m.label for m in methods])
-    return write_results(SWEEP_RESULTS, {"runs": runs, "epochs": epochs}, config, device, time.perf_counter() - start, results_dir)
-
-
-def best_learning_rates(sweep_runs: "pd.DataFrame") -> dict[str, float]:
-    """For each method label of a sweep, the learning rate with the best mean best-epoch metric over seeds.
-
-    Means that agree to 1e-9 count as equal; of equal means the smallest rate wins (the cautious choice).
-    """
-    means = sweep_runs.groupby(["label", "lr"], sort=False)["best_metric"].mean()
-    chosen = {}
-    for label in sweep_runs["label"].unique():
-        by_rate = means.loc[label].sort_index()
-        chosen[label] = float(by_rate.index[(by_rate >= by_rate.max() - 1e-9).argmax()])
-    return chosen
+) -> list[Path]:
+    """The offline experiment; one results folder per dataset (returned); methods per :data:`QUICK_METHODS`."""
+    folders = []
+    for dataset in datasets:
+        task = quick_task(dataset, settings)
+        methods = QUICK_METHODS[dataset]
+        folder = quick_results_dir(dataset, results_dir)
+        run_protocol(task, methods, protocol, folder, resume=resume, device=device, progress=progress, reference=REFERENCE,
+                     config=dict(mode="quick", experiment="aurora.experiments.text_classification",
+                                 torch_threads=torch.get_num_threads()))
+        folders.append(folder)
+    return folders
 
 
 def run_full(
-    models: Sequence[str] = tuple(TABLE_11),
+    models: Sequence[str] = ("roberta-base",),
     tasks: Sequence[str] = tuple(GLUE_METRICS),
-    seeds: Sequence[int] = (0, 1, 2, 3, 4),
-    device: str = "cuda",
-    methods: Sequence[MethodSetting] = FULL_METHODS,
-    checkpoint_dir: Path | None = None,
+    device: str = "auto",
+    lr_grid: Sequence[float] = (1e-4, 3e-4, 1e-3, 3e-3),
+    final_seeds: Sequence[int] = tuple(range(10)),
+    methods: Sequence[Method] = MAIN_METHODS,
     progress: bool = True,
+    resume: bool = True,
     results_dir: Path | None = None,
-) -> Path:
-    """Table 1's setting: RoBERTa on GLUE with Table 11's hyperparameters (needs the hub and a GPU).
+) -> list[Path]:
+    """Table 1's setting on the hub (GPU): the quick protocol with Table 11's epochs and batch sizes per task.
 
-    With ``checkpoint_dir`` every run checkpoints each epoch and a rerun resumes where it stopped.
+    Every run is appended to ``runs.csv`` as it finishes and a rerun resumes where it stopped.
     """
+    folders = []
     for model_name in models:
-        if model_name not in TABLE_11:
-            raise ValueError(f"models must be among {sorted(TABLE_11)}, got {model_name!r}")
-    for task in tasks:
-        if task not in GLUE_METRICS:
-            raise ValueError(f"tasks must be among {sorted(GLUE_METRICS)}, got {task!r}")
-    start = time.perf_counter()
-    runs, epochs = [], []
-    for model_name in models:
-        tokenizer = load_tokenizer(model_name)
-        for task in tasks:
-            hyper = TABLE_11[model_name][task]
-            splits = load_text_classification(f"glue/{task}")
-            metric = GLUE_METRICS[task]
-            num_labels = 1 if metric == "pearson" else len(splits.label_names)
-            label_dtype = torch.float32 if metric == "pearson" else torch.long
-            data = []
-            for examples in (splits.train, splits.test):
-                tokens = _tokenize(tokenizer, [text for text, _ in examples], hyper["max_length"], padding="longest")
-                data.append(TensorDictDataset(**tokens, labels=torch.tensor([y for _, y in examples], dtype=label_dtype)))
-            for seed in seeds:
-                for setting in tqdm(methods, desc=f"{model_name} {task} seed {seed}", disable=not progress):
-                    lr = setting.lr or hyper["lr"]
-                    run_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / model_name / task / f"{setting.label.replace(' ', '_')}_seed{seed}"
-                    config = TrainConfig(
-                        epochs=hyper["epochs"], batch_size=hyper["batch_size"], lr=lr, head_lr=lr, seed=seed, device=device,
-                        metric=metric, checkpoint_dir=run_dir, resume=run_dir is not None, progress=progress,
-                    )
-                    row, rows = train_run(model_name, num_labels, dataclasses.replace(setting, lr=lr), data[0], data[1], config)
-                    runs.append(dict(mode="full", task=task, **row))
-                    epochs.extend(dict(mode="full", task=task, **r) for r in rows)
-    config = dict(mode="full", models=list(models), tasks=list(tasks), seeds=list(seeds), table_11=TABLE_11,
-                  methods=[dataclasses.asdict(m) for m in methods])
-    return write_results(FULL_RESULTS, {"runs": runs, "epochs": epochs}, config, device, time.perf_counter() - start, results_dir)
+        for glue_task in tasks:
+            task = full_task(model_name, glue_task)
+            hyper = TABLE_11[model_name][glue_task]
+            protocol = Protocol(lr_grid=tuple(lr_grid), tuning_seeds=(1000, 1001), final_seeds=tuple(final_seeds),
+                                epochs=hyper["epochs"], batch_size=hyper["batch_size"])
+            folder = (results_dir or RESULTS_DIR) / FULL_RESULTS / model_name / glue_task
+            run_protocol(task, methods, protocol, folder, resume=resume, device=device, progress=progress, reference=REFERENCE,
+                         config=dict(mode="full", experiment="aurora.experiments.text_classification --full"))
+            folders.append(folder)
+    return folders
 
 
-def summary_table(runs: "pd.DataFrame") -> "pd.DataFrame":
-    """One row per (model, task, method label): adapter parameters and the best-epoch metric over seeds.
+# ---------------------------------------------------------------------------------------------
+# reading the results: the comparisons the chapter and the claims ledger report
+# ---------------------------------------------------------------------------------------------
+def final_runs(folder: Path) -> "pd.DataFrame":
+    """The final runs of a results folder (validation-selected epoch, test scored once)."""
+    import pandas as pd
 
-    Columns: ``adapter_params``, ``seeds``, ``mean``, ``std`` (sample std; NaN for one seed), ``min``,
-    ``median`` (the paper reports medians of five seeds), ``max``, ``best_epoch`` (mean) and
-    ``wall_time_s`` (mean per run). Rows keep the order in which the labels first appear.
+    runs = pd.read_csv(Path(folder) / "runs.csv")
+    return runs[runs["phase"] == "final"].reset_index(drop=True)
+
+
+def comparison(folder: Path, reference: str = REFERENCE, labels: Sequence[str] | None = None) -> "pd.DataFrame":
+    """:func:`~aurora.experiments.harness.paired_comparison` of a folder's final runs against ``reference``."""
+    runs = final_runs(folder)
+    if labels is not None:
+        runs = runs[runs["label"].isin(list(labels))]
+    return paired_comparison(runs, reference, "test_metric")
+
+
+def loran_studies(folder: Path) -> dict[str, "pd.DataFrame"]:
+    """LN1-LN3 from a folder with :data:`LORAN_METHODS`: paired comparisons (LN3: difference of gains per seed).
+
+    ``LN1``: LoRAN r=8 against LoRA r=8. ``LN2``: the other functions against Sinter (LoRAN r=8).
+    ``LN3``: per seed, (LoRAN − LoRA at r=8) − (LoRAN − LoRA at r=64); > 0 means the gain is larger at r=8.
     """
-    keys = ["model", "task", "label"]
-    grouped = runs.groupby(keys, sort=False)
-    table = grouped.agg(
-        adapter_params=("adapter_params", "first"),
-        seeds=("seed", "nunique"),
-        mean=("best_metric", "mean"),
-        std=("best_metric", "std"),
-        min=("best_metric", "min"),
-        median=("best_metric", "median"),
-        max=("best_metric", "max"),
-        best_epoch=("best_epoch", "mean"),
-        wall_time_s=("wall_time_s", "mean"),
-    )
-    return table.reset_index()
+    import pandas as pd
+
+    runs = final_runs(folder)
+    ln1 = paired_comparison(runs[runs["label"].isin(["LoRA r=8", "LoRAN r=8"])], "LoRA r=8")
+    ln2 = paired_comparison(runs[runs["label"].str.startswith("LoRAN r=8")], "LoRAN r=8")
+    score = runs.pivot(index="seed", columns="label", values="test_metric")
+    gains = pd.DataFrame({
+        "label": "gain at r=8 minus gain at r=64",
+        "seed": score.index,
+        "test_metric": (score["LoRAN r=8"] - score["LoRA r=8"]) - (score["LoRAN r=64"] - score["LoRA r=64"]),
+    }).dropna()
+    zero = gains.assign(label="no difference", test_metric=0.0)
+    ln3 = paired_comparison(pd.concat([zero, gains]), "no difference")
+    return {"LN1": ln1, "LN2": ln2, "LN3": ln3[ln3["label"] != "no difference"].reset_index(drop=True)}
 
 
-STYLES = {"lora": ("tab:blue", "s", "-"), "moslora": ("tab:orange", "D", "-"), "aurora": ("tab:red", "o", "-"),
-          "loran": ("tab:green", "^", "--"), "head": ("grey", "x", ":")}
+def plot_parameters_vs_metric(summary: "pd.DataFrame", ax: Any, reference: float | None = None) -> None:
+    """The paper's Fig. 1 (left): trainable adapter parameters (log scale) against test accuracy.
 
-
-def _marker_face(runs: "pd.DataFrame", method: str, rank: int) -> str:
-    """Filled marker for a method's largest rank in ``runs``, hollow for its smaller ranks."""
-    colour = STYLES[method][0]
-    return colour if rank >= runs.loc[runs["method"] == method, "rank"].max() else "white"
-
-
-def plot_parameters_vs_metric(runs: "pd.DataFrame", ax: Any, reference: float | None = None) -> None:
-    """The paper's Fig. 1 (left) for one model and task: adapter parameters (log scale) vs best metric.
-
-    One marker per method at the mean over seeds (hollow for a method's smaller ranks), a bar from the
-    lowest to the highest seed, and the seeds as small dots; methods with equal parameter counts are
-    spread slightly sideways (a few percent of x) so that they do not hide each other. ``method="head"``
-    runs (no adapter parameters) are a dashed line with a band over the seeds; ``reference`` (e.g. the
-    majority-class accuracy) a dotted line.
+    One marker per method at its mean over seeds with the 95 % interval as error bar, in the book's
+    style for the method (:func:`aurora.plots.method_style`); the head-only reference is a dashed
+    line with its interval as a band, ``reference`` (majority class) a dotted line.
     """
-    adapted = runs[runs["method"] != "head"]
-    neighbours: dict[float, list[str]] = {}
-    for label, group in adapted.groupby("label", sort=False):
-        neighbours.setdefault(float(group["adapter_params"].iloc[0]), []).append(label)
-    for label, group in runs.groupby("label", sort=False):
-        values, method, rank = group["best_metric"], group["method"].iloc[0], int(group["rank"].iloc[0])
-        colour, marker, _ = STYLES[method]
-        if method == "head":
-            ax.axhspan(values.min(), values.max(), color=colour, alpha=0.2)
-            ax.axhline(values.mean(), color=colour, linestyle="--", label=f"{label} (no adapters)")
+    from aurora.plots import method_style
+
+    for _, row in summary.iterrows():
+        style = method_style(row["style"])
+        if row["style"] == "head":
+            ax.axhspan(100 * row["ci_low"], 100 * row["ci_high"], color=style["color"], alpha=0.2)
+            ax.axhline(100 * row["mean"], color=style["color"], linestyle="--", label=f"{row['label']} (no adapters)")
             continue
-        params = float(group["adapter_params"].iloc[0])
-        shared = neighbours[params]
-        x = params * (1.0 + 0.04 * (shared.index(label) - (len(shared) - 1) / 2))
-        mean = values.mean()
-        ax.errorbar([x], [mean], yerr=[[mean - values.min()], [values.max() - mean]], fmt=marker, color=colour,
-                    markerfacecolor=_marker_face(runs, method, rank), markeredgewidth=1.5, capsize=4,
-                    markersize=9 if method == "aurora" else 7, label=label)
-        ax.scatter([x] * len(values), values, color=colour, s=10, alpha=0.6)
+        mean = 100 * row["mean"]
+        ax.errorbar([row["adapter_params"]], [mean], yerr=[[mean - 100 * row["ci_low"]], [100 * row["ci_high"] - mean]],
+                    fmt=style["marker"], color=style["color"], capsize=3, markersize=9 if row["style"] == "aurora" else 6,
+                    label=row["label"])
     if reference is not None:
-        ax.axhline(reference, color="black", linestyle=":", label="majority class")
+        ax.axhline(100 * reference, color="black", linestyle=":", label="majority class")
     ax.set_xscale("log")
-    ax.set_xlabel("adapter parameters (log scale)")
-    ax.set_ylabel(f"best-epoch {runs['metric_name'].iloc[0]}")
-    ax.legend(fontsize=8, loc="best")
+    ax.set_xlabel("trainable adapter parameters (log scale)")
+    ax.set_ylabel("test accuracy (%)")
 
 
-def plot_epoch_curves(runs: "pd.DataFrame", epochs: "pd.DataFrame", ax: Any) -> None:
-    """Held-out metric after each epoch, mean over seeds, one line per method (styles as in the Fig. 1 plot)."""
-    for label, group in epochs.groupby("label", sort=False):
-        method, rank = group["method"].iloc[0], int(group["rank"].iloc[0])
-        colour, marker, line = STYLES[method]
-        curve = group.groupby("epoch")["metric"].mean()
-        ax.plot(curve.index, curve.values, marker=marker, linestyle=line, color=colour,
-                markerfacecolor=_marker_face(runs, method, rank), label=label)
+def plot_validation_curves(folder: Path, ax: Any, labels: Sequence[str]) -> None:
+    """Validation accuracy after each epoch of the final runs, mean over seeds, one line per method."""
+    import pandas as pd
+
+    from aurora.plots import method_style
+
+    runs = final_runs(folder)
+    epochs = pd.read_csv(Path(folder) / "epochs.csv")
+    epochs = epochs[epochs["phase"] == "final"]
+    for label in labels:
+        style = runs.loc[runs["label"] == label, "style"].iloc[0]
+        curve = epochs[epochs["label"] == label].groupby("epoch")["validation_metric"].mean()
+        ax.plot(curve.index, 100 * curve.values, label=label, **method_style(style))
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"held-out {runs['metric_name'].iloc[0]} (mean over seeds)")
-    ax.set_xticks(sorted(epochs["epoch"].unique()))
-    ax.legend(fontsize=8)
+    ax.set_ylabel("validation accuracy (%), mean of seeds")
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
+def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(prog="python -m aurora.experiments.text_classification", description=__doc__.split("\n\n")[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="offline MiniLM on Fine Food reviews (default)")
-    mode.add_argument("--full", action="store_true", help="roberta-base/large on GLUE with Table 11 settings (hub + GPU)")
-    mode.add_argument("--lr-sweep", action="store_true", help="the quick mode's learning-rate sweep (validation reviews)")
-    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cpu for --quick, cuda for --full)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2 (quick), 0 1 (--lr-sweep), 0 1 2 3 4 (full, as the paper)")
-    parser.add_argument("--models", nargs="+", default=list(TABLE_11), choices=list(TABLE_11), help="full mode only")
-    parser.add_argument("--tasks", nargs="+", default=list(GLUE_METRICS), choices=list(GLUE_METRICS), help="full mode only")
-    parser.add_argument("--checkpoint-dir", type=Path, default=None, help="full mode: per-run checkpoints, resumed on rerun")
+    parser.add_argument("--full", action="store_true", help="roberta on GLUE from the hub (GPU); default: the offline quick mode")
+    parser.add_argument("--datasets", nargs="+", default=list(QUICK_DATASETS), choices=list(QUICK_DATASETS), help="quick mode")
+    parser.add_argument("--models", nargs="+", default=["roberta-base"], choices=list(TABLE_11), help="full mode")
+    parser.add_argument("--tasks", nargs="+", default=list(GLUE_METRICS), choices=list(GLUE_METRICS), help="full mode")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
+    parser.add_argument("--restart", action="store_true", help="ignore finished runs in the results folder (default: resume)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 is faster on a busy machine)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    progress = not args.no_progress
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    common = dict(device=args.device, progress=not args.no_progress, resume=not args.restart)
     if args.full:
-        folder = run_full(args.models, args.tasks, args.seeds or (0, 1, 2, 3, 4), args.device or "cuda",
-                          checkpoint_dir=args.checkpoint_dir, progress=progress)
-    elif args.lr_sweep:
-        folder = run_lr_sweep(seeds=args.seeds or (0, 1), device=args.device or "cpu", progress=progress)
+        folders = run_full(args.models, args.tasks, **common)
     else:
-        folder = run_quick(args.seeds or (0, 1, 2), args.device or "cpu", progress=progress)
-    print(f"results written to {folder}")
-    return folder
+        folders = run_quick(args.datasets, **common)
+    for folder in folders:
+        print(f"results in {folder}")
+    print(f"wall time {time.perf_counter() - start:.0f} s")
+    return folders
 
 
 if __name__ == "__main__":
