@@ -67,6 +67,14 @@ def provenance(config: Mapping[str, Any], device: str = "cpu", wall_time_s: floa
     }
 
 
+def _atomic_write(path: Path, write) -> None:
+    """``write(handle)`` into a temporary file next to ``path``, then rename it over ``path`` (never half a file)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", newline="") as handle:
+        write(handle)
+    os.replace(temporary, path)
+
+
 def write_results(
     name: str,
     tables: Mapping[str, Iterable[Mapping[str, Any]]],
@@ -75,19 +83,33 @@ def write_results(
     wall_time_s: float | None = None,
     results_dir: Path | None = None,
 ) -> Path:
-    """Write each table as ``<table>.csv`` and the provenance as ``provenance.json`` under ``<results_dir>/<name>/``."""
-    folder = (results_dir or RESULTS_DIR) / name
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write each table as ``<table>.csv`` and the provenance as ``provenance.json`` under ``<results_dir>/<name>/``.
+
+    Every table is checked before any file changes, and each file is replaced atomically. Tables that the
+    previous write of this folder made and this one does not (its ``provenance.json`` lists them) are
+    removed, so a folder never mixes tables of two runs.
+    """
+    tables = {table: [dict(row) for row in rows] for table, rows in tables.items()}
     for table, rows in tables.items():
-        rows = [dict(row) for row in rows]
         if not rows:
             raise ValueError(f"table {table!r} of result {name!r} has no rows")
+    folder = (results_dir or RESULTS_DIR) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    previous = folder / "provenance.json"
+    stale = set(json.loads(previous.read_text()).get("tables", [])) - set(tables) if previous.is_file() else set()
+    for table, rows in tables.items():
         columns = list(dict.fromkeys(key for row in rows for key in row))
-        with open(folder / f"{table}.csv", "w", newline="") as handle:
+
+        def write_csv(handle, rows=rows, columns=columns):
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
-    (folder / "provenance.json").write_text(json.dumps(provenance(config, device, wall_time_s), indent=2) + "\n")
+
+        _atomic_write(folder / f"{table}.csv", write_csv)
+    record = {**provenance(config, device, wall_time_s), "tables": sorted(tables)}
+    _atomic_write(previous, lambda handle: handle.write(json.dumps(record, indent=2) + "\n"))
+    for table in stale:
+        (folder / f"{table}.csv").unlink(missing_ok=True)
     return folder
 
 

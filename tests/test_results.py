@@ -40,3 +40,19 @@ def test_provenance_names_the_command_a_book_build_passes_down(monkeypatch) -> N
     assert provenance({})["command"] == "python scripts/build_book.py --quick --chapters ablations"
     monkeypatch.delenv(COMMAND_ENV)
     assert provenance({})["command"].split()[1:] == __import__("sys").argv
+
+
+def test_a_rewrite_leaves_no_stale_tables_and_a_bad_table_changes_nothing(tmp_path: Path) -> None:
+    write_results("demo", {"runs": [{"seed": 0}], "summary": [{"mean": 1.0}]}, {"run": 1}, results_dir=tmp_path)
+    (tmp_path / "demo" / "notes.csv").write_text("kept\n")  # not written by write_results: not ours to remove
+    folder = write_results("demo", {"runs": [{"seed": 0}, {"seed": 1}]}, {"run": 2}, results_dir=tmp_path)
+    assert sorted(path.name for path in folder.iterdir()) == ["notes.csv", "provenance.json", "runs.csv"]
+    assert read_provenance("demo", results_dir=tmp_path)["tables"] == ["runs"]
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    try:
+        write_results("demo", {"runs": [{"seed": 5}], "empty": []}, {"run": 3}, results_dir=tmp_path)
+    except ValueError as error:
+        assert "empty" in str(error)
+    else:
+        raise AssertionError("an empty table must be refused")
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before  # validated before anything changed
