@@ -1,9 +1,11 @@
-"""The same fine-tuning recipe through Hugging Face ``Trainer`` (multi-GPU with ``accelerate launch``).
+"""The same fine-tuning recipe through Hugging Face ``Trainer``, the multi-process path (``torchrun``, ``accelerate launch``).
 
 :func:`make_trainer` returns an :class:`AdapterTrainer`: a ``Trainer`` whose optimizer has the two
 parameter groups of :func:`aurora.train.parameter_groups` (adapters at ``args.learning_rate`` and
 ``args.weight_decay``, the head at ``head_lr`` / ``head_weight_decay``, App. G of the AuroRA paper)
-and whose ``compute_metrics`` is one of :data:`aurora.train.METRICS`. :func:`training_arguments`
+whose loss (:func:`loss_function`) is the mean over the global batch with one process, several
+(``torchrun``, ``accelerate launch``; tested on 2 CPU processes) or gradient accumulation, and
+whose ``compute_metrics`` is one of :data:`aurora.train.METRICS`. :func:`training_arguments`
 turns a :class:`aurora.train.TrainConfig` into the matching ``TrainingArguments`` (linear schedule,
 warmup ratio, clipping, seed, bf16, evaluation every epoch), so both paths train the same way.
 """
