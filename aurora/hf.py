@@ -2,7 +2,7 @@
 
 :func:`make_trainer` returns an :class:`AdapterTrainer`: a ``Trainer`` whose optimizer has the two
 parameter groups of :func:`aurora.train.parameter_groups` (adapters at ``args.learning_rate`` and
-``args.weight_decay``, the head at ``head_lr`` / ``head_weight_decay``, App. G of the AuroRA paper)
+``args.weight_decay``, the head at ``head_lr`` / ``head_weight_decay``, App. G of the AuroRA paper),
 whose loss (:func:`loss_function`) is the mean over the global batch with one process, several
 (``torchrun``, ``accelerate launch``; tested on 2 CPU processes) or gradient accumulation, and
 whose ``compute_metrics`` is one of :data:`aurora.train.METRICS`. :func:`training_arguments`
