@@ -343,13 +343,13 @@ def default_parameters(chapter: Chapter) -> dict:
 
 
 def chapter_status_row(chapter: Chapter, executed_dir: Path) -> list[str]:
-    """Page, mode, device, run time, executed (UTC), commit, rerun command of one chapter."""
-    link = f"{{doc}}`{chapter.title} <{chapter.name}>`"
+    """Page, mode, device, run time, executed (UTC) and commit of one chapter."""
+    link = f"{{doc}}`{chapter.name}`"
     if not chapter.is_notebook:
-        return [link, "static page", "–", "–", "–", "–", "–"]
+        return [link, "plain page", "–", "–", "–", "–"]
     executed = executed_dir / f"{chapter.name}.ipynb"
     if not executed.exists():
-        return [link, "not executed in this build", "–", "–", "–", "–", "–"]
+        return [link, "not executed in this build", "–", "–", "–", "–"]
     metadata = json.loads(executed.read_text()).get("metadata", {})
     papermill = metadata.get("papermill", {})
     build = metadata.get(BUILD_METADATA_KEY, {})
@@ -358,10 +358,10 @@ def chapter_status_row(chapter: Chapter, executed_dir: Path) -> list[str]:
     if papermill.get("exception"):
         mode += " (failed)"
     start = (papermill.get("start_time") or "")[:16].replace("T", " ")
-    device_text = f"{device} ({build['host']})" if build.get("host") else str(device)
-    command = f"`{build['command']}`" if build.get("command") else "–"
+    host = build.get("host")
+    device_text = str(device) if not host else host if device == "cpu" else f"{device}: {host}"
     return [link, mode, device_text, _duration_text(papermill.get("duration")), start or "–",
-            _commit_text(build.get("commit"), bool(build.get("dirty"))), command]
+            _commit_text(build.get("commit"), bool(build.get("dirty")))]
 
 
 def results_status_rows(results_dir: Path) -> list[list[str]]:
@@ -385,7 +385,7 @@ def execution_status(chapters: list[Chapter], executed_dir: Path, results_dir: P
     """The status page's two tables (markdown): every page of the book, then every result set."""
     chapter_rows = [chapter_status_row(chapter, executed_dir) for chapter in chapters if chapter.name != STATUS_PAGE]
     chapter_table = _markdown_table(
-        ["Chapter", "Mode", "Device", "Run time", "Executed (UTC)", "Commit", "Rerun with"], chapter_rows
+        ["Chapter", "Mode", "Device", "Run time", "Executed (UTC)", "Commit"], chapter_rows
     )
     result_rows = results_status_rows(results_dir)
     results_table = (

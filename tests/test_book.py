@@ -228,13 +228,12 @@ def test_status_page_lists_every_chapter_with_mode_time_device_and_commit(tmp_pa
                 ["book/intro", "book/second", "book/never_run", "book/notes"]]
     text = build_book.execution_status(chapters, executed, tmp_path / "results")
     rows = {line.split(" | ")[0].removeprefix("| "): line for line in text.splitlines() if line.startswith("| {doc}")}
-    assert list(rows) == ["{doc}`Intro <intro>`", "{doc}`Second <second>`", "{doc}`Never_Run <never_run>`",
-                          "{doc}`Notes <notes>`"]
-    assert "| quick | cpu (CPU: x86_64, 2 cores) | 3 s | 2026-11-30 10:11 | `0123456` |" in rows["{doc}`Intro <intro>`"]
-    assert "| full | cuda (CPU: x86_64, 2 cores) | 12.6 min |" in rows["{doc}`Second <second>`"]
-    assert "`0123456` + uncommitted changes" in rows["{doc}`Second <second>`"]
-    assert "not executed in this build" in rows["{doc}`Never_Run <never_run>`"]
-    assert "static page" in rows["{doc}`Notes <notes>`"]
+    assert list(rows) == ["{doc}`intro`", "{doc}`second`", "{doc}`never_run`", "{doc}`notes`"]
+    assert rows["{doc}`intro`"] == "| {doc}`intro` | quick | CPU: x86_64, 2 cores | 3 s | 2026-11-30 10:11 | `0123456` |"
+    assert "| full | cuda: CPU: x86_64, 2 cores | 12.6 min |" in rows["{doc}`second`"]
+    assert "`0123456` + uncommitted changes" in rows["{doc}`second`"]
+    assert "not executed in this build" in rows["{doc}`never_run`"]
+    assert "plain page" in rows["{doc}`notes`"]
     assert ("| `gradients` | `python -m aurora.experiments.gradients --quick` | CPU: x86_64, 2 torch threads "
             "| 2 s | 2026-11-25 15:07 | `fedcba9` |") in text
 
