@@ -22,7 +22,8 @@ import torch
 __all__ = ["RESULTS_DIR", "provenance", "write_results", "read_results", "read_provenance"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "data" / "results"
+# AURORA_RESULTS_DIR moves every result (written and read) elsewhere, e.g. a dress rehearsal's scratch folder.
+RESULTS_DIR = Path(os.environ.get("AURORA_RESULTS_DIR") or REPO_ROOT / "data" / "results").resolve()
 # set by scripts/build_book.py for each chapter it executes: the command that reruns that chapter (a kernel's
 # own argv, "ipykernel_launcher.py -f /tmp/...", would not)
 COMMAND_ENV = "AURORA_RESULT_COMMAND"

@@ -56,3 +56,16 @@ def test_a_rewrite_leaves_no_stale_tables_and_a_bad_table_changes_nothing(tmp_pa
     else:
         raise AssertionError("an empty table must be refused")
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before  # validated before anything changed
+
+
+def test_results_dir_follows_aurora_results_dir(tmp_path: Path) -> None:
+    code = "from aurora.results import RESULTS_DIR; print(RESULTS_DIR)"
+    import os
+    import sys
+
+    moved = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "AURORA_RESULTS_DIR": str(tmp_path)}).stdout.strip()
+    default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             env={k: v for k, v in os.environ.items() if k != "AURORA_RESULTS_DIR"}).stdout.strip()
+    assert Path(moved) == tmp_path.resolve()
+    assert Path(default) == Path(__file__).resolve().parents[1] / "data" / "results"
