@@ -1,31 +1,39 @@
-"""Image classification with LoRA, MoSLoRA, AuroRA and LoRAN on a ViT (Table 3, Fig. 1 right).
+"""Image classification with LoRA, MoSLoRA, AuroRA, LoRAN and PEFT's baselines on a ViT (Table 3, Fig. 1 right).
 
 The paper fine-tunes ViT-Base/Large (``google/vit-*-patch16-224-in21k``) on eight image sets for
 10 epochs, adapting the attention query and value projections and training the classification head
-in full with its own learning rate (§3.3, App. G.3, Table 13). Two modes:
+in full (§3.3, App. G.3, Table 13). Every run here goes through :mod:`aurora.experiments.harness`:
+each method's learning rate is chosen on a validation split carved from the training images (the
+same grid and tuning seeds for every method), the epoch is chosen on validation, the test split is
+scored once per final run, and ten paired seeds give 95 % intervals and paired differences.
 
-* ``--quick`` (default, CPU, minutes): the tiny ViT of :mod:`aurora.experiments.pretrain_tiny_vit`
-  (pre-trained on Fashion-MNIST classes 0–4) adapted to scikit-learn's digits (upscaled to 28×28)
-  and to the unseen Fashion-MNIST classes 5–9. Same ``transformers`` class and code path as ViT-B.
-* ``--full``: ViT-B from the hub on the paper's image sets with Table 13's hyperparameters; needs
-  the internet (offline it stops with :class:`aurora.data.HubUnavailableError`).
+* quick (default, CPU): the tiny ViT of :mod:`aurora.experiments.pretrain_tiny_vit` (pre-trained on
+  Fashion-MNIST classes 0–4) adapted to the unseen Fashion-MNIST classes 5–9: 384 training and
+  256 validation images drawn from the training split, all 5,000 test images
+  (:func:`quick_task`, :data:`QUICK_PROTOCOL`). Results: ``data/results/vision_classification/``.
+* ``--full`` (GPU + internet): ViT-B/16 from the hub on the paper's sets; images are decoded and
+  resized batch by batch from the memory-mapped hub table (:class:`HubImageDataset`), so no set is
+  ever held decoded in memory; validation is carved from the hub's training split with Table 10's
+  sizes (:data:`PAPER_TABLE10`). Results, resumed run by run: ``data/results/vision_classification/full/<set>/``.
 
-Every setting (linear probing, LoRA at several ranks, MoSLoRA, AuroRA, LoRAN, full fine-tuning) is
-run for each seed; ``data/results/vision_classification/`` (``full/`` for full mode) gets the runs,
-the per-epoch history and a mean ± std summary. Chapter: ``book/vision_classification.md``.
+Images are stored as ``uint8`` and normalised per batch (:class:`ImageDataset`).
 
-    python -m aurora.experiments.vision_classification --quick
-    python -m aurora.experiments.vision_classification --full --device cuda --tasks dtd cifar100
+    python -m aurora.experiments.vision_classification            # quick
+    python -m aurora.experiments.vision_classification --full --tasks dtd cifar100
+
+Chapter: ``book/vision_classification.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import csv
+import functools
+import json
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +43,19 @@ import pandas as pd
 import torch
 from matplotlib.axes import Axes
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 from transformers import ViTConfig, ViTForImageClassification
 
-import aurora
 from aurora.data import ImagePreprocessing, load_image_classification, load_vision_model, vision_preprocessing
 from aurora.data.specs import subsample_indices
-from aurora.results import REPO_ROOT, write_results
-from aurora.train import Callback, FitResult, TrainConfig, fit
+from aurora.experiments.harness import Method, Protocol, Task, carve_validation, paired_comparison, resolve_device, run_protocol
+from aurora.plots import method_style
+from aurora.results import REPO_ROOT, RESULTS_DIR
+from aurora.train import TrainConfig, evaluate, fit
 
 __all__ = [
     "PAPER_TABLE3",
+    "PAPER_TABLE10",
     "PAPER_TABLE13",
     "PRETRAINED_DIR",
     "TINY_VIT",
@@ -54,29 +63,33 @@ __all__ = [
     "TINY_VIT_PREPROCESSING",
     "tiny_vit_config",
     "load_tiny_vit",
-    "QUICK_TASKS",
-    "VisionTask",
-    "load_task",
-    "image_loader",
-    "Setting",
-    "adapter_setting",
-    "QUICK_SETTINGS",
-    "FULL_SETTINGS",
-    "prepare_model",
-    "RunOutcome",
-    "run_setting",
-    "VisionConfig",
-    "QUICK",
-    "FULL",
-    "model_factory",
-    "preprocessing_for",
-    "train_config_for",
-    "run",
-    "summarize",
+    "ImageDataset",
+    "HubImageDataset",
+    "QUICK_TASK",
+    "quick_task",
+    "full_task",
+    "adapter_method",
+    "peft_method",
+    "QUICK_METHODS",
+    "FULL_METHODS",
+    "REFERENCE",
+    "QUICK_PROTOCOL",
+    "SMOKE_PROTOCOL",
+    "FULL_PROTOCOL",
+    "QUICK_RESULTS",
+    "FULL_RESULTS",
+    "run_quick",
+    "run_full",
+    "reuse_runs",
+    "replay_final_run",
+    "final_runs",
+    "comparison",
+    "claims_inputs",
     "parse_count",
     "paper_vs_ours",
     "plot_parameters_vs_accuracy",
     "plot_paper_parameters_vs_accuracy",
+    "plot_validation_curves",
     "main",
 ]
 
@@ -174,343 +187,437 @@ def load_tiny_vit(num_labels: int, seed: int = 0, path: Path = PRETRAINED_DIR) -
     return model
 
 
-# ---------------------------------------------------------------------------------------------
-# tasks and loaders
-# ---------------------------------------------------------------------------------------------
-QUICK_TASKS: dict[str, str] = {
-    "digits": "scikit-learn digits (8×8 → 28×28), 10 classes: far from the pre-training data, like DTD or EuroSAT for ImageNet",
-    "fashion_5_9": "Fashion-MNIST classes 5–9 (Sandal, Shirt, Sneaker, Bag, Ankle boot), unseen in pre-training: "
-    "near the pre-training data, like CIFAR-10 for ImageNet",
+PAPER_TABLE10: dict[str, dict[str, int]] = {
+    "oxford_pets": dict(classes=37, train=3312, val=368, test=3669),
+    "stanford_cars": dict(classes=196, train=7329, val=815, test=8041),
+    "cifar10": dict(classes=10, train=45000, val=5000, test=10000),
+    "dtd": dict(classes=47, train=4060, val=452, test=1128),
+    "eurosat": dict(classes=10, train=16200, val=5400, test=5400),
+    "fgvc": dict(classes=100, train=3000, val=334, test=3333),
+    "resisc45": dict(classes=45, train=18900, val=6300, test=6300),
+    "cifar100": dict(classes=100, train=45000, val=5000, test=10000),
 }
+"""Table 10 (App. F): the paper's split sizes, all images rescaled to 224×224. The hub copies that full
+mode loads have a train and a test split only (their sizes differ for EuroSAT, DTD and RESISC45, and
+CIFAR's 50,000 training images include the paper's 5,000 validation images), so full mode carves
+Table 10's number of validation images out of the hub's training split with a fixed seed."""
+
+# ---------------------------------------------------------------------------------------------
+# the tiny ViT (quick mode's stand-in for ViT-B/16 pre-trained on ImageNet-21k)
+# ---------------------------------------------------------------------------------------------
+PRETRAINED_DIR = REPO_ROOT / "data" / "pretrained" / "tiny_vit_fashion04"
+TINY_VIT = "tiny_vit"
+FULL_VIT = "google/vit-base-patch16-224-in21k"
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
+TINY_VIT_PREPROCESSING = ImagePreprocessing(28, (FASHION_MNIST_MEAN,) * 3, (FASHION_MNIST_STD,) * 3)
+"""Grey images repeated to RGB (as ViT-B gets them), resized to 28×28, normalised with Fashion-MNIST's statistics."""
 
 
-@dataclass
-class VisionTask:
-    """A downstream task: raw images ``(N, C, H, W)`` in [0, 1] with labels, and its class names."""
+def tiny_vit_config(num_labels: int) -> ViTConfig:
+    """A 4-layer, 64-wide ViT on 28×28 RGB images with 7×7 patches (16 patches + [CLS]), ~0.14M parameters."""
+    return ViTConfig(
+        image_size=28,
+        patch_size=7,
+        num_channels=3,
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=num_labels,
+    )
 
-    name: str
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    label_names: tuple[str, ...]
 
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
+def _fresh_head(model: ViTForImageClassification, num_labels: int, seed: int) -> ViTForImageClassification:
+    """Replace ``classifier`` by a head initialised as ViT does (truncated normal, zero bias) from ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        head = nn.Linear(model.config.hidden_size, num_labels)
+        torch.manual_seed(seed)
+        nn.init.trunc_normal_(head.weight, std=model.config.initializer_range)
+    nn.init.zeros_(head.bias)
+    model.classifier = head.to(model.device)
+    model.config.num_labels = num_labels
+    model.num_labels = num_labels
+    return model
 
 
-def _fashion_5_9(n_train: int | None, n_test: int | None, seed: int) -> VisionTask:
-    splits = load_image_classification("fashion_mnist")
-    parts = []
-    for images, labels, count, parameter in (
-        (splits.train_images, splits.train_labels, n_train, "n_train"),
-        (splits.test_images, splits.test_labels, n_test, "n_test"),
-    ):
+@functools.lru_cache(maxsize=1)
+def _tiny_vit_state(path: str) -> dict[str, torch.Tensor]:
+    return {name: tensor.clone() for name, tensor in ViTForImageClassification.from_pretrained(path).state_dict().items()}
+
+
+def load_tiny_vit(num_labels: int, seed: int = 0, path: Path = PRETRAINED_DIR) -> ViTForImageClassification:
+    """The pre-trained tiny ViT with a fresh ``classifier`` head of ``num_labels`` outputs.
+
+    The checkpoint is in the Hugging Face format (as ``google/vit-base-patch16-224-in21k``); it is
+    read once per process and copied into every new model. The head is initialised from ``seed``
+    without touching the global random state. ``FileNotFoundError`` names the command that makes
+    the checkpoint if it is missing.
+    """
+    if not (Path(path) / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{Path(path) / 'model.safetensors'} does not exist; "
+                                "make it with `python -m aurora.experiments.pretrain_tiny_vit`")
+    state = _tiny_vit_state(str(path))
+    config = ViTConfig.from_pretrained(path)
+    with torch.random.fork_rng(devices=[]):
+        model = ViTForImageClassification(config)
+    model.load_state_dict(state)
+    return _fresh_head(model, num_labels, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# data: compact images, preprocessed batch by batch
+# ---------------------------------------------------------------------------------------------
+class ImageDataset(Dataset):
+    """``uint8`` images ``(N, C, H, W)`` and labels; ``preprocessing`` (resize, RGB, normalise) runs per batch.
+
+    ``scale`` is the pixel value of white (255, or 16 for scikit-learn's digits). The DataLoader
+    fetches a whole batch through ``__getitems__``, so preprocessing is one tensor operation per batch.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, preprocessing: Callable[[torch.Tensor], torch.Tensor],
+                 scale: float = 255.0, label_names: Sequence[str] = ()) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be a uint8 tensor (N, C, H, W); got {images.dtype} of shape {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must have shape ({images.shape[0]},); got {tuple(labels.shape)}")
+        self.images, self.labels, self.preprocessing, self.scale = images, labels.long(), preprocessing, float(scale)
+        self.label_names = tuple(label_names)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        pixels = self.preprocessing(self.images[index].float() / self.scale)
+        return list(zip(pixels.unbind(0), self.labels[index].unbind(0)))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+
+class HubImageDataset(Dataset):
+    """A hub image split decoded lazily: each batch's images are decoded, made RGB, resized and normalised.
+
+    ``table`` is a ``datasets.Dataset`` (memory-mapped Arrow); only the rows in ``indices`` are used.
+    """
+
+    def __init__(self, table: Any, image_column: str, label_column: str, indices: Sequence[int],
+                 preprocessing: ImagePreprocessing, label_names: Sequence[str] = ()) -> None:
+        self.table, self.image_column, self.label_column = table, image_column, label_column
+        self.indices = [int(i) for i in indices]
+        self.preprocessing, self.label_names = preprocessing, tuple(label_names)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        rows = self.table[[self.indices[i] for i in indices]]
+        side = self.preprocessing.image_size
+        pictures = [np.asarray(image.convert("RGB").resize((side, side))) for image in rows[self.image_column]]
+        pixels = self.preprocessing(torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255.0)
+        labels = torch.as_tensor(rows[self.label_column], dtype=torch.long)
+        return list(zip(pixels.unbind(0), labels.unbind(0)))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+
+QUICK_TASK = "fashion_5_9"
+QUICK_TASK_DESCRIPTION = ("Fashion-MNIST classes 5–9 (sandal, shirt, sneaker, bag, ankle boot), unseen in the tiny ViT's "
+                          "pre-training on classes 0–4")
+
+
+def quick_task(n_train: int = 384, n_validation: int = 256, n_test: int | None = None, data_seed: int = 0) -> Task:
+    """Fashion-MNIST classes 5–9 on the tiny ViT: ``n_train + n_validation`` training images drawn class-stratified
+    with ``data_seed``, split by :func:`carve_validation`; ``n_test`` test images (None: all 5,000)."""
+    splits = load_image_classification("fashion_mnist", dtype=torch.uint8)
+    parts = {}
+    for split, images, labels, count in (("train", splits.train_images, splits.train_labels, n_train + n_validation),
+                                         ("test", splits.test_images, splits.test_labels, n_test)):
         keep = torch.nonzero(labels >= 5).flatten().numpy()
-        chosen = keep[subsample_indices(labels[keep].numpy(), count, seed, stratify=True, parameter=parameter)]
-        parts += [images[chosen], labels[chosen] - 5]
-    return VisionTask("fashion_5_9", *parts, splits.label_names[5:])
-
-
-def load_task(name: str, n_train: int | None = None, n_test: int | None = None, seed: int = 0, image_size: int | None = None) -> VisionTask:
-    """A downstream task by name: ``"digits"``, ``"fashion_5_9"`` (offline) or a hub image set (full mode).
-
-    ``n_train``/``n_test`` subsample class-stratified with ``seed`` (None: everything).
-    """
-    if name == "fashion_5_9":
-        return _fashion_5_9(n_train, n_test, seed)
-    splits = load_image_classification(name, n_train=n_train, n_test=n_test, seed=seed, image_size=image_size)
-    return VisionTask(name, splits.train_images, splits.train_labels, splits.test_images, splits.test_labels, splits.label_names)
-
-
-def image_loader(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    preprocessing: Callable[[torch.Tensor], torch.Tensor],
-    batch_size: int,
-    shuffle: bool,
-    seed: int = 0,
-) -> DataLoader:
-    """``(pixel_values, labels)`` batches; ``preprocessing`` (resize, RGB, normalise) runs batch by batch."""
-
-    def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-        pixels, targets = zip(*batch)
-        return preprocessing(torch.stack(pixels)), torch.stack(targets)
-
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(TensorDataset(images, labels), batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate)
-
-
-# ---------------------------------------------------------------------------------------------
-# settings: what is trained
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Setting:
-    """One fine-tuning setting: a label for tables, and either adapter options or a plain mode.
-
-    ``method``: ``"linear_probe"`` (head only), ``"full"`` (every weight), or an adapter method of
-    :class:`aurora.AdapterConfig` with ``options`` (rank, alpha, ANL options, ...).
-    ``lr``/``head_lr`` override the experiment's learning rates for this setting (None: keep them).
-    """
-
-    label: str
-    method: str
-    options: dict[str, Any] = field(default_factory=dict)
-    lr: float | None = None
-    head_lr: float | None = None
-
-    @property
-    def rank(self) -> int | None:
-        return self.options.get("rank")
-
-
-PLAIN_METHODS = ("linear_probe", "full")
-
-
-def adapter_setting(label: str, method: str, rank: int, **options: Any) -> Setting:
-    """An adapter setting with ``alpha = 2 · rank`` (scaling α/r = 2, App. G's r̃ = 2, α = 4 at every rank)."""
-    return Setting(label, method, {"rank": rank, "alpha": 2.0 * rank, **options})
-
-
-LORA_RANKS_QUICK = (2, 4, 8, 16)
-LORA_RANKS_FULL = (2, 4, 6, 8, 12, 16)  # Fig. 1 (right): LoRA ranks on DTD
-
-QUICK_SETTINGS: tuple[Setting, ...] = (
-    Setting("Linear probing", "linear_probe"),
-    *(adapter_setting(f"LoRA r={r}", "lora", r) for r in LORA_RANKS_QUICK),
-    adapter_setting("MoSLoRA r=2", "moslora", 2),
-    adapter_setting("AuroRA r=2", "aurora", 2),
-    adapter_setting("LoRAN r=2", "loran", 2),
-    Setting("Full fine-tuning", "full", lr=1e-3, head_lr=1e-3),
-)
-FULL_SETTINGS: tuple[Setting, ...] = (
-    Setting("Linear probing", "linear_probe"),
-    *(adapter_setting(f"LoRA r={r}", "lora", r) for r in LORA_RANKS_FULL),
-    adapter_setting("MoSLoRA r=2", "moslora", 2),
-    adapter_setting("AuroRA r=2", "aurora", 2),
-    adapter_setting("LoRAN r=2", "loran", 2),
-)
-
-
-def prepare_model(model: nn.Module, setting: Setting, head: str = "classifier") -> nn.Module:
-    """Make exactly the weights of ``setting`` trainable: the head, plus adapters or every weight."""
-    if setting.method == "full":
-        model.requires_grad_(True)
-        return model
-    if setting.method == "linear_probe":
-        model.requires_grad_(False)
-        model.get_submodule(head).requires_grad_(True)
-        return model
-    options = {"target_modules": aurora.suggest_target_modules(model), "modules_to_save": [head], **setting.options}
-    return aurora.add_adapters(model, aurora.AdapterConfig(method=setting.method, **options))
-
-
-# ---------------------------------------------------------------------------------------------
-# one run
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class RunOutcome:
-    """A trained model and what :func:`run_setting` measured.
-
-    ``row`` is one line of the runs table; its ``params`` counts the trained weights besides the head
-    (adapters; 0 for linear probing; the backbone for full fine-tuning), as the paper's "Params" column.
-    """
-
-    model: nn.Module
-    fit: FitResult
-    row: dict[str, Any]
-
-
-def run_setting(
-    task: VisionTask,
-    setting: Setting,
-    model_factory: Callable[[int, int], nn.Module],
-    preprocessing: Callable[[torch.Tensor], torch.Tensor],
-    train_config: TrainConfig,
-    callbacks: Sequence[Callback] = (),
-) -> RunOutcome:
-    """Fine-tune ``model_factory(num_labels, seed)`` on ``task`` in ``setting``; seed = ``train_config.seed``.
-
-    Adapters are initialised right after seeding torch with the seed, so a seed fixes the head,
-    the adapters and the batch order.
-    """
-    seed = train_config.seed
-    if setting.method not in PLAIN_METHODS:
-        aurora.AdapterConfig(method=setting.method, **setting.options)  # fail on a bad setting before loading anything
-    model = model_factory(task.num_labels, seed)
-    torch.manual_seed(seed)
-    prepare_model(model, setting)
-    head_params = sum(p.numel() for p in model.get_submodule("classifier").parameters())
-    config = dataclasses.replace(
-        train_config,
-        lr=setting.lr or train_config.lr,
-        head_lr=setting.head_lr or train_config.head_lr,
-    )
-    train = image_loader(task.train_images, task.train_labels, preprocessing, config.batch_size, shuffle=True, seed=seed)
-    test = image_loader(task.test_images, task.test_labels, preprocessing, 256, shuffle=False)
-    result = fit(model, train, test, config, callbacks=callbacks)
-    row = {
-        "task": task.name,
-        "setting": setting.label,
-        "method": setting.method,
-        "rank": setting.rank,
-        "seed": seed,
-        "params": aurora.parameter_report(model)["trainable"] - head_params,
-        "head_params": head_params,
-        "best_accuracy": result.best_metric,
-        "best_epoch": result.best_epoch,
-        "final_accuracy": result.final_metric,
-        "train_seconds": result.wall_time_s,
-        "seconds_per_epoch": result.wall_time_s / len(result.history),
-    }
-    return RunOutcome(model, result, row)
-
-
-# ---------------------------------------------------------------------------------------------
-# the experiment
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class VisionConfig:
-    """Everything one mode of the experiment needs.
-
-    ``model``: ``"tiny_vit"`` or a hub name; ``hyperparameters``: per-task overrides of
-    ``lr``/``head_lr``/``weight_decay`` (full mode: Table 13).
-    """
-
-    mode: str
-    model: str
-    tasks: tuple[str, ...]
-    settings: tuple[Setting, ...]
-    seeds: tuple[int, ...]
-    epochs: int
-    batch_size: int
-    lr: float
-    head_lr: float
-    weight_decay: float
-    n_train: int | None = None
-    n_test: int | None = None
-    hyperparameters: dict[str, dict[str, float]] = field(default_factory=dict)
-    threads: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        values["settings"] = [dataclasses.asdict(s) for s in self.settings]
-        return values
-
-
-QUICK = VisionConfig(
-    mode="quick",
-    model=TINY_VIT,
-    tasks=("digits",),
-    settings=QUICK_SETTINGS,
-    seeds=(0, 1),
-    epochs=8,
-    batch_size=64,
-    lr=2e-2,  # one learning rate for every adapter method: the best of {5e-3, 1e-2, 2e-2} for LoRA, MoSLoRA and AuroRA (pilot)
-    head_lr=2e-2,
-    weight_decay=1e-4,
-    n_train=1000,
-    threads=1,  # tiny matrices gain nothing from a second thread, and on a shared machine OpenMP waits for it
-)
-"""Quick mode: tiny ViT on digits (1,000 of the 1,437 training images, all 360 test images), 8 epochs,
-2 seeds (about a minute and a half on one CPU core).
-
-``--tasks fashion_5_9`` (or both) runs the near-domain task as well (30,000 training images: subsample
-with ``--n-train``)."""
-
-FULL = VisionConfig(
-    mode="full",
-    model=FULL_VIT,
-    tasks=("oxford_pets", "stanford_cars", "cifar10", "dtd", "eurosat", "resisc45", "cifar100"),  # FGVC: no hub copy
-    settings=FULL_SETTINGS,
-    seeds=(0, 1),
-    epochs=10,
-    batch_size=64,
-    lr=1e-2,
-    head_lr=1e-2,
-    weight_decay=1e-4,
-    hyperparameters=PAPER_TABLE13["vit-base"],
-)
-"""Full mode: ViT-B/16 (ImageNet-21k) from the hub, Table 13's learning rates and weight decay, 10 epochs."""
-
-
-def model_factory(config: VisionConfig) -> Callable[[int, int], nn.Module]:
-    """``(num_labels, seed) -> model`` for the mode's backbone (tiny ViT, or a hub model with a fresh head)."""
-    if config.model == TINY_VIT:
-        return lambda num_labels, seed: load_tiny_vit(num_labels, seed)
-    return lambda num_labels, seed: load_vision_model(config.model, num_labels, seed=seed)
-
-
-def preprocessing_for(config: VisionConfig) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Resize / RGB / normalise as the backbone was pre-trained (tiny ViT: Fashion-MNIST statistics)."""
-    return TINY_VIT_PREPROCESSING if config.model == TINY_VIT else vision_preprocessing(config.model)
-
-
-def train_config_for(config: VisionConfig, task: str, seed: int, device: str) -> TrainConfig:
-    """The :class:`TrainConfig` of one task and seed: the mode's defaults, then the task's overrides (Table 13)."""
-    overrides = config.hyperparameters.get(task, {})
-    return TrainConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=overrides.get("lr", config.lr),
-        head_lr=overrides.get("head_lr", config.head_lr),
-        weight_decay=overrides.get("weight_decay", config.weight_decay),
-        seed=seed,
-        device=device,
-        progress=False,
+        chosen = keep[subsample_indices(labels[keep].numpy(), count, data_seed, stratify=True,
+                                        parameter="n_train + n_validation" if split == "train" else "n_test")]
+        parts[split] = ImageDataset(images[chosen], labels[chosen] - 5, TINY_VIT_PREPROCESSING,
+                                    label_names=splits.label_names[5:])
+    train, validation = carve_validation(parts["train"], n_validation, seed=data_seed)
+    return Task(
+        name=QUICK_TASK, metric="accuracy", train=train, validation=validation, test=parts["test"],
+        make_model=lambda seed: load_tiny_vit(5, seed), target_modules=("q_proj", "v_proj"), head_modules=("classifier",),
+        info=dict(description=QUICK_TASK_DESCRIPTION, backbone="tiny ViT (data/pretrained/tiny_vit_fashion04)",
+                  train=len(train), validation=len(validation), test=len(parts["test"]), data_seed=data_seed),
     )
 
 
-def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and sample standard deviation over seeds of every (task, setting), in first-seen order."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in runs:
-        groups.setdefault((row["task"], row["setting"]), []).append(row)
-    summary = []
-    for (task, setting), rows in groups.items():
-        best = np.array([r["best_accuracy"] for r in rows])
-        final = np.array([r["final_accuracy"] for r in rows])
-        seconds = np.array([r["train_seconds"] for r in rows])
-        summary.append({
-            "task": task,
-            "setting": setting,
-            "method": rows[0]["method"],
-            "rank": rows[0]["rank"],
-            "params": rows[0]["params"],
-            "head_params": rows[0]["head_params"],
-            "seeds": len(rows),
-            "best_accuracy_mean": float(best.mean()),
-            "best_accuracy_std": float(best.std(ddof=1)) if len(rows) > 1 else math.nan,
-            "final_accuracy_mean": float(final.mean()),
-            "train_seconds_mean": float(seconds.mean()),
-        })
-    return summary
+def full_task(name: str, model: str = FULL_VIT, data_seed: int = 0, n_train: int | None = None,
+              n_test: int | None = None) -> Task:
+    """A Table 3 set from the hub for ``model``, decoded lazily (:class:`HubImageDataset`).
+
+    Validation: Table 10's number of images (at most a fifth of the hub's training split) carved out
+    of the training split with ``data_seed``; ``n_train``/``n_test`` subsample (class-stratified) for rehearsals.
+    """
+    from aurora.data.images import HUB_IMAGE_SETS, OFFLINE_IMAGE_SUBSTITUTE
+    from aurora.data.specs import load_hub_dataset
+
+    if name not in HUB_IMAGE_SETS:
+        raise ValueError(f"name must be one of {sorted(HUB_IMAGE_SETS)}, got {name!r}")
+    hub = HUB_IMAGE_SETS[name]
+    splits = load_hub_dataset(f"image set {name!r} ({hub.hub_id})", OFFLINE_IMAGE_SUBSTITUTE, hub.hub_id)
+    import datasets
+
+    features = splits[hub.train_split].features
+    image_column = next(column for column, feature in features.items() if isinstance(feature, datasets.Image))
+    label_names = tuple(features[hub.label_column].names)
+    preprocessing = vision_preprocessing(model)
+    tables = {split: splits[split] for split in (hub.train_split, hub.test_split)}
+    labels = {split: np.asarray(table[hub.label_column], dtype=np.int64) for split, table in tables.items()}
+    train_rows = subsample_indices(labels[hub.train_split], n_train, data_seed, stratify=True, parameter="n_train")
+    test_rows = subsample_indices(labels[hub.test_split], n_test, data_seed, stratify=True, parameter="n_test")
+    pool = HubImageDataset(tables[hub.train_split], image_column, hub.label_column, train_rows, preprocessing, label_names)
+    n_validation = max(1, min(PAPER_TABLE10.get(name, {}).get("val", len(pool) // 10), len(pool) // 5))
+    train, validation = carve_validation(pool, n_validation, seed=data_seed)
+    test = HubImageDataset(tables[hub.test_split], image_column, hub.label_column, test_rows, preprocessing, label_names)
+    return Task(
+        name=name, metric="accuracy", train=train, validation=validation, test=test,
+        make_model=lambda seed: load_vision_model(model, len(label_names), seed=seed),
+        target_modules=("q_proj", "v_proj"), head_modules=("classifier",),
+        info=dict(hub_id=hub.hub_id, backbone=model, train=len(train), validation=len(validation), test=len(test),
+                  paper_split=PAPER_TABLE10.get(name), data_seed=data_seed),
+    )
 
 
-def run(config: VisionConfig, device: str = "cpu", results_dir: Path | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Run every task × setting × seed of ``config`` and write ``runs``, ``history`` and ``summary`` tables."""
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    started = time.perf_counter()
-    factory, preprocessing = model_factory(config), preprocessing_for(config)
-    runs: list[dict[str, Any]] = []
-    history: list[dict[str, Any]] = []
-    jobs = [(task, setting, seed) for task in config.tasks for setting in config.settings for seed in config.seeds]
-    tasks = {name: load_task(name, config.n_train, config.n_test, seed=0) for name in config.tasks}
-    for task_name, setting, seed in tqdm(jobs, desc=f"vision ({config.mode})", unit="run"):
-        outcome = run_setting(tasks[task_name], setting, factory, preprocessing, train_config_for(config, task_name, seed, device))
-        runs.append(outcome.row)
-        history += [{"task": task_name, "setting": setting.label, "seed": seed, **dataclasses.asdict(record)} for record in outcome.fit.history]
-    tables = {"runs": runs, "history": history, "summary": summarize(runs)}
-    name = "vision_classification" if config.mode == "quick" else "vision_classification/full"
-    write_results(name, tables, config.to_dict(), device=device, wall_time_s=round(time.perf_counter() - started, 1), results_dir=results_dir)
-    return tables
+# ---------------------------------------------------------------------------------------------
+# methods
+# ---------------------------------------------------------------------------------------------
+def adapter_method(label: str, method: str, rank: int, style: str | None = None, **options: Any) -> Method:
+    """An aurora adapter with ``alpha = 2 · rank`` (App. G's r̃ = 2, α = 4: scaling α/r = 2 at every rank)."""
+    return Method(label, style or method, adapter={"method": method, "rank": rank, "alpha": 2.0 * rank, **options})
+
+
+def _peft_factory(kind: str, options: Mapping[str, Any]) -> Callable[[list[str], list[str]], Any]:
+    def factory(target_modules: list[str], modules_to_save: list[str]) -> Any:
+        import peft
+
+        config_class = {"lora": peft.LoraConfig, "vera": peft.VeraConfig, "fourierft": peft.FourierFTConfig}[kind]
+        return config_class(target_modules=target_modules, modules_to_save=modules_to_save, **options)
+
+    return factory
+
+
+def peft_method(label: str, style: str, kind: str, **options: Any) -> Method:
+    """A PEFT baseline: ``kind`` ``"lora"`` (``use_dora=True`` for DoRA), ``"vera"`` or ``"fourierft"`` with ``options``."""
+    name = {"lora": "LoraConfig", "vera": "VeraConfig", "fourierft": "FourierFTConfig"}[kind]
+    description = f"{name}(" + ", ".join(f"{key}={value!r}" for key, value in sorted(options.items())) + ")"
+    return Method(label, style, peft_config=_peft_factory(kind, options), peft_description=description)
+
+
+LORA_RANKS = (2, 4, 8, 16)
+REFERENCE = "LoRA r=16"  # the paper's LoRA row (FourierFT's baseline: r = 16 on query and value)
+AURORA_LABEL = "AuroRA r̃=2"
+
+# Budgets on the tiny ViT (8 adapted 64×64 projections): LoRA r=2 trains 2,048 weights; VeRA r=192
+# ((192 + 64) · 8) and FourierFT n=256 (256 · 8) are matched to it, DoRA r=2 adds 64 magnitudes per layer.
+QUICK_METHODS: tuple[Method, ...] = (
+    Method("Linear probing", "linear_probe", plain="head"),
+    *(adapter_method(f"LoRA r={rank}", "lora", rank) for rank in LORA_RANKS),
+    adapter_method("MoSLoRA r=2", "moslora", 2),
+    adapter_method(AURORA_LABEL, "aurora", 2),
+    adapter_method("LoRAN r=2", "loran", 2),
+    peft_method("PEFT LoRA r=8", "peft_lora", "lora", r=8, lora_alpha=16),
+    peft_method("PEFT DoRA r=2", "peft_dora", "lora", r=2, lora_alpha=4, use_dora=True),
+    peft_method("PEFT VeRA r=192", "peft_vera", "vera", r=192),
+    peft_method("PEFT FourierFT n=256", "peft_fourierft", "fourierft", n_frequency=256),
+    Method("Full fine-tuning", "full", plain="full"),
+)
+"""Table 3's rows on the tiny ViT; ``PEFT LoRA r=8`` is the fairness check against our ``LoRA r=8``."""
+
+FULL_METHODS: tuple[Method, ...] = (
+    Method("Linear probing", "linear_probe", plain="head"),
+    *(adapter_method(f"LoRA r={rank}", "lora", rank) for rank in (2, 4, 8, 16)),
+    adapter_method("MoSLoRA r=2", "moslora", 2),
+    adapter_method(AURORA_LABEL, "aurora", 2),
+    adapter_method("LoRAN r=2", "loran", 2),
+    peft_method("PEFT LoRA r=16", "peft_lora", "lora", r=16, lora_alpha=32),
+    peft_method("PEFT DoRA r=16", "peft_dora", "lora", r=16, lora_alpha=32, use_dora=True),
+    peft_method("PEFT VeRA r=256", "peft_vera", "vera", r=256),
+    peft_method("PEFT FourierFT n=3000", "peft_fourierft", "fourierft", n_frequency=3000),  # FourierFT's ViT-B setting
+)
+"""ViT-B: Fig. 1's LoRA ranks, ours at r = 2, and PEFT's baselines as Table 3 runs them (FourierFT n = 3000)."""
+
+QUICK_PROTOCOL = Protocol(lr_grid=(3e-3, 1e-2, 3e-2, 1e-1), tuning_seeds=(1000, 1001), final_seeds=tuple(range(10)),
+                          epochs=6, batch_size=64, eval_batch_size=500, weight_decay=1e-4)
+"""Quick: one grid (factor ≈ 3) for every method, the head at the same rate, 2 tuning seeds, 10 final seeds,
+6 epochs of 6 steps (384 training images), validation on 256 images after every epoch, test on 5,000 once."""
+SMOKE_PROTOCOL = Protocol(lr_grid=(3e-2,), tuning_seeds=(1000,), final_seeds=(0, 1), epochs=1, batch_size=64,
+                          eval_batch_size=500, weight_decay=1e-4, smoke=True)
+"""The chapters' seconds-long smoke run of the same code (no verdicts)."""
+FULL_PROTOCOL = Protocol(lr_grid=(1e-3, 3e-3, 1e-2, 3e-2), tuning_seeds=(1000, 1001), final_seeds=tuple(range(10)),
+                         epochs=10, batch_size=64, eval_batch_size=256, weight_decay=1e-4)
+"""Full: 10 epochs as the paper; the grid brackets Table 13's rates (5e-3 … 1.5e-2)."""
+
+QUICK_RESULTS = RESULTS_DIR / "vision_classification"
+FULL_RESULTS = RESULTS_DIR / "vision_classification" / "full"
+
+
+def _threads() -> None:
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)  # tiny matrices gain nothing from a second thread on a shared 2-core machine
+
+
+def run_quick(results_dir: Path = QUICK_RESULTS, methods: Sequence[Method] = QUICK_METHODS,
+              protocol: Protocol = QUICK_PROTOCOL, task: Task | None = None, device: str = "auto",
+              resume: bool = True, progress: bool = True) -> pd.DataFrame:
+    """The quick comparison through the harness; returns the final runs (``runs.csv`` etc. in ``results_dir``)."""
+    _threads()
+    task = task or quick_task()
+    return run_protocol(task, methods, protocol, results_dir, resume=resume, device=device, progress=progress,
+                        reference=REFERENCE if REFERENCE in [m.label for m in methods] else None)
+
+
+def run_full(tasks: Sequence[str] = ("dtd", "cifar10", "eurosat", "oxford_pets", "stanford_cars", "resisc45", "cifar100"),
+             results_dir: Path = FULL_RESULTS, methods: Sequence[Method] = FULL_METHODS, protocol: Protocol = FULL_PROTOCOL,
+             model: str = FULL_VIT, device: str = "auto", n_train: int | None = None, n_test: int | None = None) -> list[Path]:
+    """Every task in its own folder ``results_dir/<task>/``, resumed run by run; returns the folders."""
+    folders = []
+    for name in tasks:
+        folder = Path(results_dir) / name
+        run_protocol(full_task(name, model, n_train=n_train, n_test=n_test), methods, protocol, folder, resume=True,
+                     device=device, reference=REFERENCE)
+        folders.append(folder)
+    return folders
+
+
+# ---------------------------------------------------------------------------------------------
+# sharing runs between experiments, and replaying a final run with callbacks
+# ---------------------------------------------------------------------------------------------
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    temporary.replace(path)
+
+
+_RUN_IDENTITY = ("phase", "task", "label", "method_id", "protocol_id", "lr", "head_lr", "seed")
+
+
+def reuse_runs(source: Path, target: Path, labels: Sequence[str]) -> int:
+    """Copy the runs of ``labels`` (and their epochs) from the results folder ``source`` into ``target``.
+
+    The harness then skips them on ``resume=True`` (its run key matches only for the same task, method,
+    protocol, rate and seed, so nothing that would train differently is reused). Runs already in
+    ``target`` are kept. Returns the number of runs copied.
+    """
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    wanted = set(labels)
+    source_runs = [row for row in _read_rows(Path(source) / "runs.csv") if row["label"] in wanted]
+    runs = _read_rows(target / "runs.csv")
+    have = {tuple(row[k] for k in _RUN_IDENTITY) for row in runs}
+    new = [row for row in source_runs if tuple(row[k] for k in _RUN_IDENTITY) not in have]
+    if not new:
+        return 0
+    keys = {tuple(row[k] for k in _RUN_IDENTITY) for row in new}
+    epochs = _read_rows(target / "epochs.csv")
+    epochs += [row for row in _read_rows(Path(source) / "epochs.csv") if tuple(row[k] for k in _RUN_IDENTITY) in keys]
+    _write_rows(target / "epochs.csv", epochs)  # epochs first, as the harness writes them
+    _write_rows(target / "runs.csv", runs + new)
+    return len(new)
+
+
+class _EpochWeights:
+    """Keeps the trainable tensors after every epoch so the epoch selected on validation can be restored."""
+
+    def __init__(self) -> None:
+        self.states: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_epoch_end(self, epoch: int, model: nn.Module) -> None:
+        self.states[epoch] = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+    def restore(self, model: nn.Module, epoch: int) -> None:
+        parameters = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in self.states[epoch].items():
+                parameters[name].copy_(value)
+
+
+def replay_final_run(task: Task, method: Method, protocol: Protocol, row: Mapping[str, Any], device: str = "auto",
+                     callbacks: Sequence[Any] = ()) -> nn.Module:
+    """Train ``method`` again exactly as the harness trained the final run ``row`` (its seed and rates), with ``callbacks``.
+
+    The harness keeps no models; experiments that need one (ΔW trajectories, merges) replay the run.
+    The model comes back at the epoch selected on validation. ``ValueError`` if the replay's validation
+    score differs from ``row["validation_metric"]`` (the replay would not be the run the table reports).
+    """
+    device = resolve_device(device)
+    seed = int(row["seed"])
+    head_lr = row.get("head_lr")
+    head_lr = None if head_lr in (None, "") or (isinstance(head_lr, float) and math.isnan(head_lr)) else float(head_lr)
+    model = task.make_model(seed)
+    torch.manual_seed(seed)  # adapter initialisation, as in the harness
+    model = method.prepare(model, task.target_modules, task.head_modules)
+    config = TrainConfig(epochs=protocol.epochs, batch_size=protocol.batch_size, lr=float(row["lr"]), head_lr=head_lr,
+                         warmup_ratio=protocol.warmup_ratio, weight_decay=protocol.weight_decay,
+                         max_grad_norm=protocol.max_grad_norm, seed=seed, device=device, metric=task.metric, progress=False)
+    weights = _EpochWeights()
+    result = fit(model, task.train, task.validation, config, callbacks=[*callbacks, weights])
+    if not math.isclose(result.best_metric, float(row["validation_metric"]), abs_tol=1e-9):
+        raise ValueError(f"replay of {method.label!r} seed {seed} scored {result.best_metric} on validation, the run table "
+                         f"{row['validation_metric']}; it is not the same run (device or library differences?)")
+    weights.restore(model, result.best_epoch)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
 # tables and figures for the chapter
 # ---------------------------------------------------------------------------------------------
+def final_runs(folder: Path) -> pd.DataFrame:
+    """The final (non-tuning) runs of a results folder; ``FileNotFoundError`` names the command that makes it."""
+    path = Path(folder) / "runs.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; produce it with `python -m aurora.experiments.vision_classification`")
+    runs = pd.read_csv(path)
+    return runs[runs["phase"] == "final"].reset_index(drop=True)
+
+
+def comparison(runs: pd.DataFrame, reference: str = REFERENCE, labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """Means, 95 % intervals and paired differences to ``reference`` (harness :func:`paired_comparison`), in ``labels`` order."""
+    if labels is not None:
+        runs = runs[runs["label"].isin(labels)]
+    table = paired_comparison(runs, reference, "test_metric")
+    if labels is not None:
+        table = table.set_index("label").loc[[label for label in labels if label in set(table["label"])]].reset_index()
+    return table
+
+
+def _pair(runs: pd.DataFrame, label: str, reference: str) -> dict[str, Any]:
+    row = comparison(runs, reference, [reference, label]).set_index("label").loc[label]
+    return dict(setting=f"{label} − {reference}", value=float(row["difference"]), ci_low=float(row["difference_ci_low"]),
+                ci_high=float(row["difference_ci_high"]), seeds=int(row["paired_seeds"]), verdict=str(row["verdict"]),
+                params=int(row["adapter_params"]), reference_params=int(
+                    runs[runs["label"] == reference]["adapter_params"].iloc[0]))
+
+
+def claims_inputs(runs: pd.DataFrame) -> dict[str, Any]:
+    """The numbers claim T3 rests on: AuroRA r̃=2 minus LoRA at every rank, and the PEFT-LoRA fairness check."""
+    labels = set(runs["label"])
+    return {
+        "T3": [_pair(runs, AURORA_LABEL, f"LoRA r={rank}") for rank in LORA_RANKS if {f"LoRA r={rank}", AURORA_LABEL} <= labels],
+        "peft_lora_agreement": _pair(runs, "PEFT LoRA r=8", "LoRA r=8") if {"PEFT LoRA r=8", "LoRA r=8"} <= labels else None,
+        "metric": "test accuracy (fraction), difference of means over paired seeds, 95 % t interval",
+    }
+
+
 def parse_count(text: str) -> float:
     """A parameter count as the paper prints it (``"74K"``, ``"1.57M"``) as a number; ``"-"`` is 0."""
     if text == "-":
@@ -521,105 +628,139 @@ def parse_count(text: str) -> float:
     return float(text[:-1]) * factor
 
 
-# paper row (Table 3, ViT-B) -> our setting of the same kind; FourierFT has no counterpart here
+# paper row (Table 3, ViT-B) -> our method of the same kind
 PAPER_TO_OURS = {
+    "Full fine-tuning*": "Full fine-tuning",
     "Linear probing*": "Linear probing",
     "LoRA*": "LoRA r=16",  # FourierFT's LoRA baseline (r = 16 on query and value)
-    "AuroRA": "AuroRA r=2",
-    "Full fine-tuning*": "Full fine-tuning",
+    "FourierFT*": "PEFT FourierFT n=256",
+    "AuroRA": AURORA_LABEL,
 }
 
 
-def paper_vs_ours(summary: pd.DataFrame, task: str, paper_dataset: str = "dtd") -> pd.DataFrame:
-    """Table 3 (ViT-B) next to our summary: paper params and accuracy on ``paper_dataset`` and on average, ours on ``task``."""
-    ours = summary[summary["task"] == task].set_index("setting")
+def paper_vs_ours(summary: pd.DataFrame, paper_dataset: str = "dtd") -> pd.DataFrame:
+    """Table 3 (ViT-B) rows beside ours: the paper's params and accuracy on ``paper_dataset`` and on average,
+    our method of the same kind with its adapter parameters and test accuracy (mean and 95 % interval, %)."""
+    ours = summary.set_index("label")
     rows = []
     for paper_method, values in PAPER_TABLE3["vit-base"].items():
-        setting = PAPER_TO_OURS.get(paper_method)
-        mine = ours.loc[setting] if setting in ours.index else None
+        label = PAPER_TO_OURS.get(paper_method)
+        mine = ours.loc[label] if label in ours.index else None
         rows.append({
             "paper method": paper_method,
             "paper params (ViT-B)": values["params"],
-            f"paper acc. {paper_dataset} (%)": values[paper_dataset],
-            "paper acc. avg (%)": values["avg"],
-            "our setting": setting or "(not run)",
-            "our params (tiny ViT)": None if mine is None else int(mine["params"]),
-            f"our acc. {task} (%)": None if mine is None else round(100 * mine["best_accuracy_mean"], 1),
+            f"paper accuracy, {paper_dataset} (%)": values[paper_dataset],
+            "paper accuracy, average (%)": values["avg"],
+            "our method": label if mine is not None else "(not run)",
+            "our params (tiny ViT)": "–" if mine is None else f"{int(mine['adapter_params']):,}",
+            "our accuracy (%)": "–" if mine is None else f"{100 * mine['mean']:.1f} [{100 * mine['ci_low']:.1f}, {100 * mine['ci_high']:.1f}]",
         })
-    return pd.DataFrame(rows).astype({"our params (tiny ViT)": "Int64"})
+    return pd.DataFrame(rows)
 
 
-def plot_parameters_vs_accuracy(summary: pd.DataFrame, task: str, ax: Axes | None = None) -> Axes:
-    """Fig. 1 (right) from our summary: LoRA's ranks as a line, other adapters as points (mean ± std over seeds).
+def _style_key(row: pd.Series) -> str:
+    return str(row["style"]) if "style" in row and isinstance(row["style"], str) else "lora"
 
-    Linear probing and full fine-tuning are drawn as horizontal reference lines.
-    """
-    rows = summary[summary["task"] == task]
-    if rows.empty:
-        raise ValueError(f"task {task!r} is not in the summary; it has {sorted(summary['task'].unique())}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
-    lora = rows[rows["method"] == "lora"].sort_values("params")
-    ax.errorbar(lora["params"], 100 * lora["best_accuracy_mean"], yerr=100 * lora["best_accuracy_std"].fillna(0),
-                marker="o", capsize=3, label="LoRA (r = " + ", ".join(str(int(r)) for r in lora["rank"]) + ")")
-    for _, row in rows[~rows["method"].isin(["lora", *PLAIN_METHODS])].iterrows():
-        ax.errorbar(row["params"], 100 * row["best_accuracy_mean"], yerr=100 * np.nan_to_num(row["best_accuracy_std"]),
-                    marker="s" if row["method"] == "aurora" else "^", markersize=8, capsize=3, linestyle="none", label=row["setting"])
-    for method, style in (("linear_probe", ":"), ("full", "--")):
-        for _, row in rows[rows["method"] == method].iterrows():
-            ax.axhline(100 * row["best_accuracy_mean"], color="grey", linestyle=style, label=row["setting"])
+
+def plot_parameters_vs_accuracy(summary: pd.DataFrame, ax: Axes, title: str = "") -> Axes:
+    """Fig. 1 (right) from our summary: LoRA's ranks as a line, every other adapter as a point, each with
+    its 95 % interval; linear probing and full fine-tuning as horizontal reference lines."""
+    if summary.empty:
+        raise ValueError("summary is empty; pass comparison(final_runs(folder))")
+    lora = summary[summary["style"] == "lora"].sort_values("adapter_params")
+    error = lambda rows: 100 * np.vstack([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]])
+    if not lora.empty:
+        ax.errorbar(lora["adapter_params"], 100 * lora["mean"], yerr=error(lora), capsize=3,
+                    label="LoRA, r = " + ", ".join(label.split("=")[-1] for label in lora["label"]), **method_style("lora"))
+    for _, row in summary[~summary["style"].isin(["lora", "linear_probe", "head", "full"])].iterrows():
+        frame = row.to_frame().T
+        ax.errorbar([row["adapter_params"]], [100 * row["mean"]], yerr=error(frame.astype({"mean": float, "ci_low": float, "ci_high": float})),
+                    capsize=3, markersize=7, label=row["label"], **{**method_style(_style_key(row)), "linestyle": "none"})
+    for _, row in summary[summary["style"].isin(["linear_probe", "head", "full"])].iterrows():
+        style = method_style(_style_key(row))
+        ax.axhline(100 * row["mean"], color=style["color"], linestyle=style["linestyle"], label=row["label"])
     ax.set_xscale("log")
     ax.set_xlabel("trained adapter parameters (head not counted)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"ours: tiny ViT on {task}")
-    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
     return ax
 
 
-def plot_paper_parameters_vs_accuracy(dataset: str = "dtd", ax: Axes | None = None) -> Axes:
+def plot_paper_parameters_vs_accuracy(ax: Axes, dataset: str = "dtd") -> Axes:
     """The paper's own points for ViT-B on ``dataset`` (Table 3), drawn like :func:`plot_parameters_vs_accuracy`."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
+    if dataset not in _TABLE3_DATASETS:
+        raise ValueError(f"dataset must be one of {list(_TABLE3_DATASETS)}, got {dataset!r}")
+    styles = {"Full fine-tuning*": "full", "Linear probing*": "linear_probe", "LoRA*": "lora",
+              "FourierFT*": "peft_fourierft", "AuroRA": "aurora"}
     for method, values in PAPER_TABLE3["vit-base"].items():
+        style = method_style(styles[method])
         if method in ("Linear probing*", "Full fine-tuning*"):
-            ax.axhline(values[dataset], color="grey", linestyle=":" if method.startswith("Linear") else "--", label=method)
+            ax.axhline(values[dataset], color=style["color"], linestyle=style["linestyle"], label=method)
         else:
-            ax.plot(parse_count(values["params"]), values[dataset], marker="s" if method == "AuroRA" else "o",
-                    markersize=8, linestyle="none", label=f"{method} ({values['params']})")
+            ax.plot(parse_count(values["params"]), values[dataset], markersize=8, label=f"{method} ({values['params']})",
+                    **{**style, "linestyle": "none"})
     ax.set_xscale("log")
     ax.set_xlabel("trained adapter parameters")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"paper: ViT-B on {dataset} (Table 3)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     return ax
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="LoRA / MoSLoRA / AuroRA / LoRAN on image classification (Table 3, Fig. 1)")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="tiny ViT on digits and Fashion-MNIST 5-9 (default)")
-    mode.add_argument("--full", action="store_true", help="ViT-B/16 from the hub on the paper's sets (needs the internet)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--tasks", nargs="+", help="subset of the mode's tasks")
-    parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the mode's)")
-    parser.add_argument("--n-train", type=int, help="subsample the training sets (class-stratified)")
-    parser.add_argument("--n-test", type=int, help="subsample the test sets (class-stratified)")
+def plot_validation_curves(folder: Path, ax: Axes, labels: Sequence[str]) -> Axes:
+    """Validation accuracy after each epoch, mean over the final seeds, for ``labels`` (the epoch budget is flat?)."""
+    epochs = pd.read_csv(Path(folder) / "epochs.csv")
+    runs = final_runs(folder)
+    finals = epochs.merge(runs[["label", "seed", "lr", "style"]], on=["label", "seed", "lr"])
+    finals = finals[finals["phase"] == "final"]
+    for label in labels:
+        rows = finals[finals["label"] == label]
+        if rows.empty:
+            continue
+        curve = rows.groupby("epoch")["validation_metric"].mean()
+        ax.plot(curve.index, 100 * curve.values, markersize=3, label=label, **method_style(str(rows["style"].iloc[0])))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
+def main(argv: Sequence[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(description="Table 3 / Fig. 1 (right): adapters on a ViT under one protocol")
+    parser.add_argument("--full", action="store_true", help="ViT-B/16 on the paper's sets from the hub (GPU + internet)")
+    parser.add_argument("--tasks", nargs="+", help="full mode: a subset of the sets")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cuda', 'cpu'")
+    parser.add_argument("--smoke", action="store_true", help="the seconds-long smoke protocol (no verdicts)")
+    parser.add_argument("--n-train", type=int, help="full mode: subsample the training split (rehearsals)")
+    parser.add_argument("--n-test", type=int, help="full mode: subsample the test split (rehearsals)")
+    parser.add_argument("--results-dir", type=Path)
     args = parser.parse_args(argv)
-    config = FULL if args.full else QUICK
-    if args.tasks:
-        allowed = list(QUICK_TASKS) if config.mode == "quick" else list(config.tasks)
-        unknown = sorted(set(args.tasks) - set(allowed))
+    start = time.perf_counter()
+    if args.full:
+        from aurora.data.images import HUB_IMAGE_SETS
+
+        tasks = args.tasks or list(HUB_IMAGE_SETS)
+        unknown = sorted(set(tasks) - set(HUB_IMAGE_SETS))
         if unknown:
-            raise ValueError(f"--tasks must be among {allowed} in {config.mode} mode; got {unknown}")
-        config = dataclasses.replace(config, tasks=tuple(args.tasks))
-    if args.seeds:
-        config = dataclasses.replace(config, seeds=tuple(args.seeds))
-    if args.n_train or args.n_test:
-        config = dataclasses.replace(config, n_train=args.n_train or config.n_train, n_test=args.n_test or config.n_test)
-    tables = run(config, device=args.device)
-    for row in tables["summary"]:
-        print(f"{row['task']:<14} {row['setting']:<18} params {row['params']:>7}  "
-              f"best acc {row['best_accuracy_mean']:.4f} ± {row['best_accuracy_std']:.4f}")
+            raise ValueError(f"--tasks must be among {sorted(HUB_IMAGE_SETS)}; got {unknown}")
+        folders = run_full(tasks, args.results_dir or FULL_RESULTS, protocol=SMOKE_PROTOCOL if args.smoke else FULL_PROTOCOL,
+                           device=args.device, n_train=args.n_train, n_test=args.n_test)
+    else:
+        if args.tasks and args.tasks != [QUICK_TASK]:
+            raise ValueError(f"--tasks: quick mode has the one task {QUICK_TASK!r}; got {args.tasks}")
+        folder = args.results_dir or QUICK_RESULTS
+        run_quick(folder, protocol=SMOKE_PROTOCOL if args.smoke else QUICK_PROTOCOL, device=args.device)
+        folders = [folder]
+    for folder in folders:
+        summary = comparison(final_runs(folder))
+        print(folder)
+        for _, row in summary.iterrows():
+            print(f"  {row['label']:<22} {int(row['adapter_params']):>9,}  {100 * row['mean']:.1f} "
+                  f"[{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]  {row['verdict']}")
+    print(f"{time.perf_counter() - start:.0f} s")
+    return folders
 
 
 if __name__ == "__main__":
