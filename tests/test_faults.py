@@ -71,7 +71,7 @@ BAD_ADAPTER_OPTIONS = [
     ("target_modules", "("), ("target_modules", "[a-"), ("target_modules", "query)"), ("target_modules", []), ("target_modules", ""),
     ("target_modules", [""]), ("target_modules", [1]), ("target_modules", None), ("target_modules", 3),
     ("fixed_nonlinearity", "yes"), ("fixed_nonlinearity", 1), ("learnable_nonlinearity", None),
-    ("method", "dora"), ("method", None), ("activation", "relu"), ("spline_mode", 1), ("form", "hybrid"), ("mixer_init", "zeros"),
+    ("method", "no-such-method"), ("method", None), ("activation", "relu"), ("spline_mode", 1), ("form", "hybrid"), ("mixer_init", "zeros"),
     ("self_projection_init", "orthogonal"),
 ]
 
