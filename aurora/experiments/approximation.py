@@ -59,7 +59,7 @@ __all__ = [
     "RESULTS_NAME",
     "REAL_UPDATE_FILE",
     "Settings",
-    "QUICK",
+    "QUICK", "SMOKE",
     "FULL",
     "Target",
     "synthetic_targets",
@@ -100,6 +100,8 @@ class Settings:
 
 QUICK = Settings()
 FULL = Settings(dim=64, n_train=4096, n_test=8192, ranks=(1, 2, 4, 8, 16), grid_sizes=(2, 3, 5, 10, 20, 40), steps=1500, learning_rate=1e-2)
+SMOKE = Settings(dim=8, n_train=64, n_test=64, ranks=(1, 2), grid_sizes=(2,), steps=5, real_train_rows=64)
+"""Toy sizes: the same code in seconds (the book's quick build runs it next to the committed results)."""
 
 
 @dataclass

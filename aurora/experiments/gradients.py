@@ -46,7 +46,7 @@ from aurora.theory import (
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["QUANTITIES", "plot_input_scale", "growth_summary", "plot_sinter_derivative", "RESULTS_NAME", "Settings", "QUICK", "FULL", "METHODS", "probe_layer", "unit_directions", "hidden_per_unit_input",
+__all__ = ["QUANTITIES", "plot_input_scale", "growth_summary", "plot_sinter_derivative", "RESULTS_NAME", "Settings", "QUICK", "SMOKE", "FULL", "METHODS", "probe_layer", "unit_directions", "hidden_per_unit_input",
            "input_scale_sweep",
            "bound_checks", "sinter_checks", "run", "main"]
 
@@ -64,6 +64,8 @@ class Settings:
 
 QUICK = Settings()
 FULL = Settings(dim=384, scales=tuple(10.0 ** (k / 8) for k in range(-16, 33)), directions=64)
+SMOKE = Settings(dim=16, scales=(1.0, 100.0), directions=2)
+"""Toy sizes: the same code in seconds (the book's quick build runs it next to the committed results)."""
 
 # label -> AdapterConfig options (rank and alpha are filled in from Settings)
 METHODS: dict[str, dict] = {

@@ -39,7 +39,7 @@ from aurora.theory import adapter_map
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["STRATEGY_STYLES", "plot_synthetic_gaps", "plot_layer_gaps", "plot_end_to_end", "RESULTS_NAME", "Settings", "QUICK", "FULL", "train_adapters", "batches", "logits_of",
+__all__ = ["STRATEGY_STYLES", "plot_synthetic_gaps", "plot_layer_gaps", "plot_end_to_end", "RESULTS_NAME", "Settings", "QUICK", "SMOKE", "FULL", "train_adapters", "batches", "logits_of",
            "rescale_down_projections", "down_projection_stats", "layer_gaps", "end_to_end", "ANL_VARIANTS",
            "synthetic_gap_sweep", "run", "main"]
 
@@ -64,6 +64,8 @@ class Settings:
 QUICK = Settings()
 FULL = Settings(n_train=4000, n_test=1000, adapted_layers=6, max_length=128, epochs=6, calibration_rows=16384,
                 scales=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0))
+SMOKE = Settings(n_train=64, n_test=32, adapted_layers=1, max_length=16, epochs=1, calibration_rows=256, scales=(1.0,))
+"""Toy sizes: the same code in seconds (the book's quick build runs it next to the committed results)."""
 
 
 def batches(dataset: torch.utils.data.Dataset, batch_size: int = 64, labels: bool = False) -> list[dict[str, torch.Tensor]]:
