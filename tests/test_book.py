@@ -261,3 +261,25 @@ def test_book_build_renders_static_pages_status_citations_and_md_downloads(tmp_p
     assert 'href="intro.html"' in status_page and "quick" in status_page
     assert "use_repository_button" not in (tmp_path / "_config.yml").read_text() or \
         "btn-source-repository-button" not in page, "no repository button without a repository URL"
+
+
+@pytest.mark.skipif(not (REPO / "node_modules").is_dir(), reason="needs `npm ci` (make setup-book)")
+@pytest.mark.parametrize("url", [None, "https://example.org/aurora-book"])
+def test_repository_button_only_when_a_repository_url_is_configured(tmp_path, url):
+    write_mini_book(tmp_path, {"intro": ""})
+    if url is not None:
+        config = yaml.safe_load((tmp_path / "_config.yml").read_text())
+        config["repository"] = {"url": url}
+        (tmp_path / "_config.yml").write_text(yaml.safe_dump(config))
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    chapter = build_book.Chapter("book/intro", tmp_path)
+    source = build_book.convert_to_notebook(chapter, executed)
+    source.rename(executed / "intro.ipynb")  # stands in for papermill's output (not executed here)
+    toc = build_book.load_toc(tmp_path)
+    build_book.stage_book(tmp_path, toc, [chapter], executed, tmp_path / "stage", quick=True)
+    staged = yaml.safe_load((tmp_path / "stage" / "_config.yml").read_text())
+    assert staged["html"]["use_repository_button"] is (url is not None)
+    assert staged["html"]["use_download_button"] is True
+    assert (tmp_path / "stage" / build_book.MARKDOWN_SOURCES_DIR / "book" / "intro.md").read_text() == \
+        (tmp_path / "book" / "intro.md").read_text()
