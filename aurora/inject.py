@@ -1,14 +1,21 @@
-"""Putting adapters into a model: target matching, freezing, and parameter counts."""
+"""Putting adapters into a model: target matching, freezing, and parameter counts.
+
+Targets are ``nn.Linear`` layers and transformers' ``Conv1D`` (GPT-2). A target whose parent reads its
+``.weight`` without calling it (``nn.MultiheadAttention.out_proj``) is refused: an adapter there would
+never run.
+"""
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Iterable
 
 from torch import nn
 
 from .config import AdapterConfig
-from .layers import LAYER_CLASSES, AdapterLayer
+from .layers import AdapterLayer, is_conv1d
+from .registry import layer_class
 
 __all__ = [
     "add_adapters",
@@ -18,14 +25,18 @@ __all__ = [
     "suggest_target_modules",
     "linear_module_names",
     "module_name_matches",
+    "set_submodule",
 ]
 
 CONFIG_ATTRIBUTE = "aurora_config"
 
 
 def linear_module_names(model: nn.Module) -> list[str]:
-    """Qualified names of every ``nn.Linear`` in ``model`` (adapter-wrapped ones included)."""
-    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear) and not name.endswith(".base_layer")]
+    """Qualified names of every ``nn.Linear`` and ``Conv1D`` in ``model`` (adapter-wrapped ones included)."""
+    return [
+        name for name, module in model.named_modules()
+        if (isinstance(module, nn.Linear) or is_conv1d(module)) and not name.endswith(".base_layer")
+    ]
 
 
 def module_name_matches(name: str, target: str) -> bool:
@@ -44,37 +55,72 @@ def _targets(model: nn.Module, target_modules: list[str] | str) -> list[str]:
     if missing:
         endings = sorted({n.rsplit(".", 1)[-1] for n in names})
         raise ValueError(
-            f"target_modules {missing} matched no nn.Linear layer of {type(model).__name__}; "
-            f"its nn.Linear names end with: {endings}"
+            f"target_modules {missing} matched no nn.Linear or Conv1D layer of {type(model).__name__}; "
+            f"its nn.Linear/Conv1D names end with: {endings}"
         )
     return matched
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at the qualified ``name`` of ``model``."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def add_adapters(model: nn.Module, config: AdapterConfig) -> nn.Module:
-    """Freeze ``model`` and wrap every matching ``nn.Linear`` in the adapter layer of ``config.method``.
+def _require_called_targets(model: nn.Module, targets: list[str]) -> None:
+    """Refuse targets that their parent uses by reading ``.weight`` instead of calling them."""
+    for name in targets:
+        parent_name = name.rpartition(".")[0]
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if isinstance(parent, nn.MultiheadAttention) or isinstance(model.get_submodule(name), nn.modules.linear.NonDynamicallyQuantizableLinear):
+            raise ValueError(
+                f"target {name!r} is the out_proj of nn.MultiheadAttention, which reads its .weight inside "
+                "F.multi_head_attention_forward and never calls it, so an adapter there would not run; "
+                "leave it out of target_modules (adapt the surrounding nn.Linear layers instead)"
+            )
 
-    Works in place (and returns the model, as PEFT does). ``config.modules_to_save`` stay trainable.
-    Raises ``ValueError`` if the model already has adapters or a target/head name matches nothing.
+
+def _heads(model: nn.Module, modules_to_save: list[str], targets: list[str]) -> list[nn.Module]:
+    """The ``modules_to_save`` modules; refused if one is a target or holds one (its base weights would train)."""
+    heads = []
+    for head in modules_to_save:
+        matched = [(n, m) for n, m in model.named_modules() if module_name_matches(n, head)]
+        if not matched:
+            raise ValueError(f"modules_to_save entry {head!r} matched no module of {type(model).__name__}")
+        for name, module in matched:
+            clash = [t for t in targets if t == name or t.startswith(name + ".") or name.startswith(t + ".")]
+            if clash:
+                raise ValueError(
+                    f"modules_to_save entry {head!r} ({name!r}) overlaps the adapted layers {clash[:3]}; training it in full "
+                    "would unfreeze their base weights. Remove it from modules_to_save or from target_modules"
+                )
+            heads.append(module)
+    return heads
+
+
+def add_adapters(model: nn.Module, config: AdapterConfig) -> nn.Module:
+    """Freeze ``model`` and wrap every matching ``nn.Linear``/``Conv1D`` in the adapter layer of ``config.method``.
+
+    Works in place (and returns the model, as PEFT does). ``config.modules_to_save`` stay trainable. The model
+    keeps its own copy of ``config`` (later changes to the caller's object change nothing). Everything is checked
+    before the model changes: ``ValueError`` if the model already has adapters, a target/head name matches
+    nothing, a target is never called by its parent, or a head overlaps a target.
     """
     if any(True for _ in adapter_layers(model)):
         raise ValueError("model already has adapters; load a fresh model to add another set")
+    config = copy.deepcopy(config)
     targets = _targets(model, config.target_modules)
+    _require_called_targets(model, targets)
+    heads = _heads(model, config.modules_to_save, targets)
+    wrapper = layer_class(config.method)
+    layers = [(name, wrapper(model.get_submodule(name), config)) for name in targets]
+    # everything checked: now change the model
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    layer_class = LAYER_CLASSES[config.method]
-    for name in targets:
-        _set_submodule(model, name, layer_class(model.get_submodule(name), config))
-    for head in config.modules_to_save:
-        heads = [m for n, m in model.named_modules() if module_name_matches(n, head)]
-        if not heads:
-            raise ValueError(f"modules_to_save entry {head!r} matched no module of {type(model).__name__}")
-        for module in heads:
-            module.requires_grad_(True)
+    for name, layer in layers:
+        set_submodule(model, name, layer)
+    for module in heads:
+        module.requires_grad_(True)
     setattr(model, CONFIG_ATTRIBUTE, config)
     return model
 
@@ -104,13 +150,13 @@ def parameter_report(model: nn.Module) -> dict[str, int]:
 
 
 def suggest_target_modules(model: nn.Module) -> list[str]:
-    """The attention query/value projections of ``model``, found by inspecting its ``nn.Linear`` names.
+    """The attention query/value projections of ``model``, found by inspecting its ``nn.Linear``/``Conv1D`` names.
 
     BERT/RoBERTa/ViT in ``transformers`` use ``query``/``value``, LLaMA-style models ``q_proj``/``v_proj``,
-    timm's ViT one fused ``qkv`` projection (then q, k and v are all adapted).
+    timm's ViT one fused ``qkv`` projection and GPT-2 one fused ``c_attn`` (``Conv1D``; then q, k and v are all adapted).
     """
     endings = {n.rsplit(".", 1)[-1] for n in linear_module_names(model)}
-    for pair in (["query", "value"], ["q_proj", "v_proj"], ["q", "v"], ["qkv"]):
+    for pair in (["query", "value"], ["q_proj", "v_proj"], ["q", "v"], ["qkv"], ["c_attn"]):
         if set(pair) <= endings:
             return pair
-    raise ValueError(f"found no query/value projections in {type(model).__name__}; nn.Linear names end with {sorted(endings)}")
+    raise ValueError(f"found no query/value projections in {type(model).__name__}; nn.Linear/Conv1D names end with {sorted(endings)}")

@@ -25,7 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import AdapterConfig, require_choice
-from .layers import LAYER_CLASSES, AdapterLayer, AuroraLayer, LoraLayer, MoSLoraLayer
+from .layers import AdapterLayer
+from .registry import layer_class
 from .spline import bspline_basis
 
 __all__ = [
@@ -187,7 +188,7 @@ def adapter_map(in_features: int, out_features: int, config: AdapterConfig) -> A
     base = nn.Linear(in_features, out_features, bias=False)
     nn.init.zeros_(base.weight)
     base.weight.requires_grad_(False)
-    return LAYER_CLASSES[config.method](base, config)
+    return layer_class(config.method)(base, config)
 
 
 @dataclass
@@ -275,14 +276,9 @@ def linear_warm_start(layer: AdapterLayer, inputs: torch.Tensor, targets: torch.
 
 def _static_features(layer: AdapterLayer) -> torch.Tensor:
     """The ``(r, d_in)`` factor right of ``B`` in the merged update: ``s · σ(A)`` (AuroRA), ``s · A`` (LoRA), ``s · M A``."""
-    if isinstance(layer, AuroraLayer):
-        down = layer.activated_down_projection()
-    elif isinstance(layer, MoSLoraLayer):
-        down = layer.lora_mixer @ layer.lora_A
-    elif isinstance(layer, LoraLayer):
-        down = layer.lora_A
-    else:
-        raise ValueError(f"only lora, moslora and aurora updates factor as B · (r × d_in); got {type(layer).__name__}")
+    down = layer.down_projection()
+    if down is None:
+        raise ValueError(f"only updates that factor as B · (r × d_in) (lora, moslora, aurora) can be fitted; got {layer.method}")
     return layer.scaling * down
 
 
@@ -372,15 +368,6 @@ def sinter_derivative(w: torch.Tensor, amplitude: float, frequency: float) -> to
     return amplitude * torch.sin(frequency * w) + amplitude * frequency * w * torch.cos(frequency * w) + 1
 
 
-PARAMETER_GROUPS = {
-    "lora_A": "A",
-    "lora_B": "B",
-    "lora_mixer": "mixer",
-    "anl.self_projection": "H",
-    "anl.spline_coefficients": "spline",
-}
-
-
 def gradient_norms(
     layer: AdapterLayer, inputs: torch.Tensor, upstream: torch.Tensor, loss: str = "probe", target: torch.Tensor | None = None
 ) -> dict[str, float]:
@@ -389,11 +376,11 @@ def gradient_norms(
     ``loss="probe"``: ``L = Σ_n ⟨g_n, Δh(x_n)⟩`` with fixed upstream gradients ``g = upstream`` — the adapter's own
     Jacobians, free of the loss's residual. ``loss="squared"``: App. E's ``L = ½ Σ_n ||h(x_n) − y_n||²`` with the
     full layer output ``h = W0 x + Δh`` and ``y = target``. ``inputs``: ``(n, d_in)``. Keys: ``x``, ``A``, ``B``
-    and, where the layer has them, ``H``, ``spline``, ``mixer``.
+    and, where the layer has them, ``H``, ``spline``, ``mixer``, ``magnitude`` (the layer's ``parameter_groups()``).
     """
     require_choice("loss", loss, ("probe", "squared"))
     x = inputs.detach().clone().requires_grad_(True)
-    parameters = {PARAMETER_GROUPS[n]: p for n, p in layer.named_parameters() if n in PARAMETER_GROUPS}
+    parameters = layer.parameter_groups()
     if loss == "probe":
         value = (layer.adapter_output(x) * upstream).sum()
     else:

@@ -69,6 +69,7 @@ def test_injection_into_real_architectures(arch, method):
         "loran": lambda i, o: r * (i + o),
         "moslora": lambda i, o: r * (i + o) + r * r,
         "aurora": lambda i, o: r * (i + o) + r * r + r * (5 + 3),
+        "dora": lambda i, o: r * (i + o) + o,  # DoRA adds the magnitude m, one per output unit
     }[method]
     expected = expected_count(model, endings, per_module)
     head_params = 0 if head is None else sum(p.numel() for p in model.get_submodule(head).parameters())
@@ -127,7 +128,7 @@ def test_adding_twice_is_refused():
     (dict(rank=-2), "rank must be an integer >= 1"),
     (dict(rank=2.5), "rank must be an integer"),
     (dict(grid_size=0), "grid_size must be an integer >= 1, got 0"),
-    (dict(method="dora"), "method must be one of 'lora', 'moslora', 'aurora', 'loran'; got 'dora'"),
+    (dict(method="vera"), "method must be one of 'lora', 'moslora', 'aurora', 'loran', 'dora'; got 'vera'"),
     (dict(activation="relu"), "activation must be one of 'tanh', 'leaky_relu', 'sigmoid'; got 'relu'"),
     (dict(spline_mode="tensor"), "spline_mode must be one of"),
     (dict(form="hybrid"), "form must be one of 'dynamic', 'static'"),
