@@ -157,7 +157,12 @@ def _times_derivative(full: torch.Tensor, derivative: torch.Tensor | None, spec:
 
 
 class LoranLinear(torch.autograd.Function):
-    """``(W0 + ΔW) x + b`` as one node; ``x`` is ``(n, d_in)`` in the factors' dtype (fp32 in the package)."""
+    """``(W0 + ΔW) x + b`` as one node; ``x`` is ``(n, d_in)`` in the factors' dtype (fp32 in the package).
+
+    Folds ``W0 + ΔW`` into one weight and runs one GEMM; saves ``x``, ``A`` and ``B`` only. The backward
+    recomputes ``B A`` and the elementwise terms, folds again for ``g (W0 + ΔW)`` and forms ``gᵀx`` once
+    for the factors' gradients ``s·Bᵀ(gᵀx ⊙ f')`` and ``s·(gᵀx ⊙ f') Aᵀ``.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, lora_A, lora_B, spec: LoranSpec):  # type: ignore[override]
