@@ -13,7 +13,7 @@ from .spline import MAX_POLYNOMIAL_MAP_BYTES, max_grid_size, require_polynomial_
 
 __all__ = ["AdapterConfig", "METHODS", "ACTIVATIONS", "SPLINE_MODES", "FORMS", "require_choice"]
 
-METHODS = ("lora", "moslora", "aurora", "loran")
+from .registry import METHODS  # noqa: E402  (the names registered by aurora.layers: one registry)
 ACTIVATIONS = ("tanh", "leaky_relu", "sigmoid")
 SPLINE_MODES = ("per_unit", "sum", "per_edge")
 FORMS = ("dynamic", "static")
@@ -78,7 +78,7 @@ class AdapterConfig:
     where the paper is silent the choice is marked "ours" and explained.
     """
 
-    method: str = field(default="aurora", metadata={"help": f"adapter method, one of {METHODS}"})
+    method: str = field(default="aurora", metadata={"help": "adapter method, one of aurora.METHODS (lora, moslora, aurora, loran, dora and any aurora.register_method adds)"})
     rank: int = field(default=2, metadata={"help": "r (r̃ for AuroRA): width of the low-rank bottleneck; paper App. G: 2"})
     alpha: float = field(default=4.0, metadata={"help": "scaling α; updates are multiplied by α / rank. App. G: 4"})
     target_modules: list[str] | str = field(
