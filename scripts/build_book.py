@@ -387,6 +387,10 @@ def execution_status(chapters: list[Chapter], executed_dir: Path, results_dir: P
     chapter_table = _markdown_table(
         ["Chapter", "Mode", "Device", "Run time", "Executed (UTC)", "Commit"], chapter_rows
     )
+    durations = [json.loads((executed_dir / f"{c.name}.ipynb").read_text()).get("metadata", {}).get("papermill", {}).get("duration")
+                 for c in chapters if c.is_notebook and (executed_dir / f"{c.name}.ipynb").exists()]
+    total = sum(d for d in durations if d is not None)
+    chapter_table += f"\n\nExecution time of the {len(durations)} executed chapters together: {_duration_text(total)}."
     result_rows = results_status_rows(results_dir)
     results_table = (
         _markdown_table(["Results", "Written by", "Device", "Wall time", "Written (UTC)", "Commit"], result_rows)

@@ -234,6 +234,7 @@ def test_status_page_lists_every_chapter_with_mode_time_device_and_commit(tmp_pa
     assert "`0123456` + uncommitted changes" in rows["{doc}`second`"]
     assert "not executed in this build" in rows["{doc}`never_run`"]
     assert "plain page" in rows["{doc}`notes`"]
+    assert "Execution time of the 2 executed chapters together: 12.6 min." in text
     assert ("| `gradients` | `python -m aurora.experiments.gradients --quick` | CPU: x86_64, 2 torch threads "
             "| 2 s | 2026-11-25 15:07 | `fedcba9` |") in text
 
