@@ -19,6 +19,7 @@ CASES = [
     ("aurora-woL", dict(method="aurora", rank=2, learnable_nonlinearity=False)),
     ("aurora-sigmoid", dict(method="aurora", rank=2, activation="sigmoid")),
     ("aurora-static", dict(method="aurora", rank=2, form="static")),
+    ("dora", dict(method="dora", rank=4, alpha=8.0)),
     ("loran", dict(method="loran", rank=4, alpha=8.0)),
 ]
 CASE_IDS = [c[0] for c in CASES]
@@ -37,6 +38,23 @@ class TinyNet(nn.Module):
         return self.classifier(torch.tanh(self.query(x)) + self.value(x))
 
 
+class TinyConv1DNet(nn.Module):
+    """TinyNet with transformers' ``Conv1D`` (GPT-2's layer type, weights stored ``(d_in, d_out)``) for query/value."""
+
+    def __init__(self, d: int = 12, classes: int = 3) -> None:
+        from transformers.pytorch_utils import Conv1D
+
+        super().__init__()
+        self.query = Conv1D(d, d)
+        self.value = Conv1D(d, d)
+        nn.init.normal_(self.query.bias, std=0.1)
+        nn.init.normal_(self.value.weight, std=0.3)
+        self.classifier = nn.Linear(d, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.tanh(self.query(x)) + self.value(x))
+
+
 def randomize_adapters(model: nn.Module, scale: float = 0.3, seed: int = 0) -> None:
     """Give every adapter parameter (B starts at zero) a random nonzero value, so updates are visible."""
     generator = torch.Generator().manual_seed(seed)
@@ -44,7 +62,8 @@ def randomize_adapters(model: nn.Module, scale: float = 0.3, seed: int = 0) -> N
         for name, parameter in layer.named_parameters():
             if not name.startswith("base_layer."):
                 with torch.no_grad():
-                    parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * scale)
+                    noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * scale
+                    parameter.copy_(parameter * (1 + noise) if name == "lora_magnitude" else noise)  # DoRA's m stays near ‖W0‖
 
 
 @pytest.fixture(params=CASES, ids=CASE_IDS)

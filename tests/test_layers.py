@@ -77,6 +77,8 @@ def test_gradcheck_every_layer(options):
     _, layer, _ = wrapped(options, d_in=4, d_out=3)
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     names = [n for n, _ in layer.named_parameters() if not n.startswith("base_layer.")]
+    if options["method"] == "dora":  # DoRA's ‖W0 + sBA‖ is a constant in the backward pass (DoRA §4.3): exact in x and m only
+        names = ["lora_magnitude"]
     values = [layer.get_parameter(n).detach().clone().requires_grad_(True) for n in names]
 
     def forward(x, *params):
@@ -125,3 +127,61 @@ def test_zero_b_means_no_change_at_init():
         before = model(x)
         aurora.add_adapters(model, aurora.AdapterConfig(method=method, target_modules=["query", "value"]))
         torch.testing.assert_close(model(x), before)
+
+
+def test_a_new_method_is_one_class_and_one_registration():
+    from aurora import registry
+
+    class ScaledLoraLayer(aurora.LoraLayer):
+        """LoRA with a doubled update: everything else (merge, export, counting) comes from the hooks."""
+
+        def delta_weight(self):
+            return 2 * super().delta_weight()
+
+        def hidden(self, x):
+            return 2 * super().hidden(x)
+
+        def down_projection(self):
+            return 2 * self.lora_A
+
+    aurora.register_method("scaled_lora", ScaledLoraLayer)
+    try:
+        assert "scaled_lora" in aurora.METHODS and ScaledLoraLayer.method == "scaled_lora"
+        torch.manual_seed(0)
+        model = TinyNet()
+        aurora.add_adapters(model, aurora.AdapterConfig(method="scaled_lora", target_modules=["query"]))
+        randomize_adapters(model)
+        x = torch.randn(4, 12)
+        before = model(x)
+        layer = model.query
+        torch.testing.assert_close(before, TinyNet.forward(model, x))
+        up, down, bias = layer.low_rank_factors()
+        torch.testing.assert_close(up @ down, layer.delta_weight())
+        aurora.merge(model)
+        torch.testing.assert_close(model(x), before, atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="already registered"):
+            aurora.register_method("scaled_lora", aurora.LoraLayer)
+        with pytest.raises(ValueError, match="subclass of aurora.AdapterLayer"):
+            aurora.register_method("other", nn.Linear)
+    finally:
+        registry._LAYER_CLASSES.pop("scaled_lora")
+    assert "scaled_lora" not in aurora.METHODS
+
+
+@pytest.mark.parametrize("options", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_method_facts(options):
+    """The hooks agree with the layer's own update: factors multiply to ΔW, groups are the adapter's parameters."""
+    _, layer, _ = wrapped(options)
+    assert layer.method == options["method"]
+    assert layer.exact_merge == (options["method"] != "aurora" or options.get("form") == "static")
+    delta_w, delta_b = layer.merge_update("static")
+    torch.testing.assert_close(delta_w, layer.delta_weight())
+    adapter = {id(p) for n, p in layer.named_parameters() if not n.startswith("base_layer.")}
+    assert {id(p) for p in layer.parameter_groups().values()} == adapter
+    if options["method"] in ("loran", "dora"):
+        with pytest.raises(ValueError, match="merge_and_unload"):
+            layer.low_rank_factors()
+    else:
+        up, down, bias = layer.low_rank_factors("static")
+        assert bias is None and down.shape == (layer.rank, layer.in_features)
+        torch.testing.assert_close(up @ down, delta_w)
