@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,85 @@ def test_every_hub_loader_reads_the_stand_in_offline(stand_in):
     assert out["roberta-base"] == ["RobertaForSequenceClassification", [2, 3]] == out["roberta-large"]
     assert out["google/vit-base-patch16-224-in21k"] == ["ViTForImageClassification", 224, [4, 47]]
     assert out["tokens"] == [0, 1, 2, "RobertaTokenizer"]  # RoBERTa's special-token ids
+
+
+# ---------------------------------------------------------------- full-mode experiments end to end
+def results_environment(stand_in: dict[str, str], results: Path) -> dict[str, str]:
+    return {**stand_in, "AURORA_RESULTS_DIR": str(results), "OMP_NUM_THREADS": "1"}
+
+
+def csv_rows(path: Path) -> list[str]:
+    return path.read_text().splitlines()[1:] if path.is_file() else []
+
+
+# The rehearsal's size cap for the text experiment: its CLI has none yet, so the Python entry point is called
+# with the smallest protocol (one rate, one tuning seed, two final seeds) and Table 11 cut to one epoch of 64 tokens.
+TEXT_FULL = """
+import torch
+torch.set_num_threads(1)
+import aurora.experiments.text_classification as tc
+for hyper in tc.TABLE_11["roberta-base"].values():
+    hyper.update(epochs=1, max_length=64)
+methods = [method for method in tc.MAIN_METHODS if method.label in {labels!r}]
+tc.run_full(tasks={tasks!r}, device="cpu", lr_grid=(1e-3,), tuning_seeds=(1000,), final_seeds=(0, 1), methods=methods,
+            limit=16, smoke=True, progress=False)
+"""
+TEXT_LABELS = ("LoRA r=8", "AuroRA r̃=2", "PEFT LoRA r=8")
+TEXT_TASKS = ("stsb", "rte")
+
+
+def test_text_full_mode_resumes_after_a_kill_and_leaves_no_stale_tables(stand_in, tmp_path):
+    """roberta-base on GLUE through run_full: killed after 4 runs, rerun, finished without redoing them."""
+    environment = results_environment(stand_in, tmp_path)
+    code = textwrap.dedent(TEXT_FULL.format(labels=set(TEXT_LABELS), tasks=TEXT_TASKS))
+    folders = {task: tmp_path / "text_classification_full" / "roberta-base" / task for task in TEXT_TASKS}
+    runs_per_task = len(TEXT_LABELS) * (1 + 2)  # tuning: 1 rate x 1 seed; final: 2 seeds
+    first = subprocess.Popen([sys.executable, "-c", code], env=environment, cwd=REPO_ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 400
+        while len(csv_rows(folders["stsb"] / "runs.csv")) < 4:
+            assert first.poll() is None, first.stderr.read()[-4000:]
+            assert time.monotonic() < deadline, "no runs written"
+            time.sleep(0.2)
+        first.kill()  # a hard interruption, as a lost machine would be
+    finally:
+        first.wait(timeout=60)
+        first.stderr.close()
+    before = csv_rows(folders["stsb"] / "runs.csv")
+    assert 4 <= len(before) < runs_per_task
+    assert not (folders["stsb"] / "summary.csv").exists() or not json.loads(
+        (folders["stsb"] / "provenance.json").read_text())["config"]["complete"]
+    run_python(code, environment)
+    for task, folder in folders.items():
+        rows = csv_rows(folder / "runs.csv")
+        assert len(rows) == len(set(rows)) == runs_per_task, task
+        summary = (folder / "summary.csv").read_text()
+        assert all(label in summary for label in TEXT_LABELS)
+        assert json.loads((folder / "provenance.json").read_text())["config"]["complete"] is True
+    assert csv_rows(folders["stsb"] / "runs.csv")[:len(before)] == before  # resumed, not redone
+
+
+VISION_FULL = """
+import torch
+torch.set_num_threads(1)
+import aurora.experiments.vision_classification as vc
+methods = [method for method in vc.FULL_METHODS if method.label in {labels!r}]
+vc.run_full(tasks={tasks!r}, results_dir={folder!r}, methods=methods, protocol=vc.SMOKE_PROTOCOL, device="cpu",
+            n_train=24, n_test=8)
+"""
+VISION_LABELS = ("LoRA r=16", "AuroRA r̃=2", "PEFT LoRA r=16")
+VISION_TASKS = ("dtd", "cifar100")  # "image"/"label" and "img"/"fine_label" columns; 96-px and 32-px images to 224
+
+
+def test_vision_full_mode_runs_vit_b_on_hub_sets(stand_in, tmp_path):
+    """google/vit-base-patch16-224-in21k on hub image sets through run_full, images decoded lazily from the cache."""
+    folder = tmp_path / "vision_classification" / "full"
+    code = VISION_FULL.format(labels=set(VISION_LABELS), tasks=VISION_TASKS, folder=str(folder))
+    run_python(code, results_environment(stand_in, tmp_path))
+    for task in VISION_TASKS:
+        rows = csv_rows(folder / task / "runs.csv")
+        assert len(rows) == len(set(rows)) == len(VISION_LABELS) * 3, task
+        summary = (folder / task / "summary.csv").read_text()
+        assert all(label in summary for label in VISION_LABELS)
+    assert "4096" in (folder / "dtd" / "summary.csv").read_text()  # LoRA r=16 on q/v of 2 layers at width 32
