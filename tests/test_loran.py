@@ -184,3 +184,27 @@ def test_merge_is_exact_and_torch_func_sees_through() -> None:
     aurora.unmerge(model)
     jacobian = torch.func.jacrev(lambda A: torch.func.functional_call(layer, {"lora_A": A}, (x,)))(layer.lora_A.detach())
     assert jacobian.shape == (3, 5, *layer.lora_A.shape)
+
+
+def test_workspace_is_three_of_the_largest_matrix_and_shared() -> None:
+    """The scratch matrices are reused by every LoRAN layer of a thread; nothing in them outlives a call."""
+    from aurora import loran
+
+    loran.clear_workspace()
+    model = nn.Sequential()
+    model.add_module("small", nn.Linear(8, 4))
+    model.add_module("large", nn.Linear(4, 40))
+    aurora.add_adapters(model, aurora.AdapterConfig(method="loran", target_modules=["small", "large"]))
+    for layer in (model.small, model.large):
+        with torch.no_grad():
+            layer.lora_B.normal_()
+    x = torch.randn(5, 8)
+    first = model(x)
+    first.sum().backward()
+    assert loran.workspace_bytes() == 3 * 40 * 4 * 4  # three float32 matrices of the largest (40 × 4) weight
+    again = model(x)
+    torch.testing.assert_close(again, first)  # reuse changes nothing
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), first.detach())
+    loran.clear_workspace()
+    assert loran.workspace_bytes() == 0
