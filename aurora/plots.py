@@ -22,7 +22,7 @@ __all__ = [
     "method_style", "use_book_style", "book_figure", "results_table",
     "COEFFICIENT_PRESETS", "preset_coefficients", "anl_unit", "anl_curves",
     "plot_anl", "plot_bspline_basis", "plot_sinter",
-    "plot_matrices", "plot_curves", "plot_fields", "plot_clouds",
+    "plot_matrices", "plot_curves", "plot_fields", "plot_clouds", "findings",
 ]
 
 # Page text is ~720 px wide at 100 % zoom; at dpi 100 these widths fill it without scaling fonts down.
@@ -440,3 +440,13 @@ def plot_clouds(clouds: Mapping[str, torch.Tensor], title: str = "", limit: floa
     axes.set_title(title, fontsize=9)
     axes.legend(fontsize=7, loc="lower left")
     return figure
+
+
+def findings(items: Iterable[str]):
+    """A chapter's "What we found" items as a Markdown bullet list (rendered as text in the page, not as code output)."""
+    from IPython.display import Markdown
+
+    items = [str(item).strip() for item in items]
+    if not items or not all(items):
+        raise ValueError("findings needs at least one non-empty item")
+    return Markdown("\n".join(f"* {item}" for item in items))

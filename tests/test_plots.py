@@ -141,3 +141,12 @@ def test_explorer_figures_draw_the_curves_they_promise():
     assert np.abs(relative).max() > 0.9e-3, "the sine reaches its bound over two decades of x"
     plt.close(sinter)
     assert math.isclose(plots.FIGURE_SIZES["wide"][0], tuple(sinter.get_size_inches())[0])
+
+
+def test_findings_are_a_markdown_bullet_list():
+    shown = plots.findings(["first 1.5", " second "])
+    assert shown.data == "* first 1.5\n* second"
+    with pytest.raises(ValueError, match="at least one non-empty item"):
+        plots.findings([])
+    with pytest.raises(ValueError, match="at least one non-empty item"):
+        plots.findings(["ok", "  "])
