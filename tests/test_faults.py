@@ -756,3 +756,13 @@ def test_saved_config_records_a_checksum_and_old_folders_still_load(saved_adapte
     model = aurora.load_adapters(fresh(), folder)
     x = torch.randn(3, 12)
     torch.testing.assert_close(model(x), adapted()(x), rtol=0, atol=0)
+
+
+def test_loading_into_a_merged_model_is_refused_and_changes_nothing(saved_adapters: Path) -> None:
+    model = aurora.add_adapters(fresh(), AdapterConfig(**ADAPTER_CONFIG))
+    aurora.merge(model, strategy="static")
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="unmerge"):
+        aurora.load_adapters(model, saved_adapters)
+    assert_unchanged(model, before)
+    assert all(layer.merged for _, layer in aurora.adapter_layers(model))
