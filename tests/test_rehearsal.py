@@ -112,6 +112,12 @@ def test_every_hub_loader_reads_the_stand_in_offline(stand_in):
 
 
 # ---------------------------------------------------------------- full-mode experiments end to end
+@pytest.fixture(scope="module")
+def full_results(tmp_path_factory) -> Path:
+    """One results folder (AURORA_RESULTS_DIR) for every experiment of the rehearsal, as data/results would be."""
+    return tmp_path_factory.mktemp("results")
+
+
 def results_environment(stand_in: dict[str, str], results: Path) -> dict[str, str]:
     return {**stand_in, "AURORA_RESULTS_DIR": str(results), "OMP_NUM_THREADS": "1"}
 
@@ -136,11 +142,11 @@ TEXT_LABELS = ("LoRA r=8", "AuroRA r̃=2", "PEFT LoRA r=8")
 TEXT_TASKS = ("stsb", "rte")
 
 
-def test_text_full_mode_resumes_after_a_kill_and_leaves_no_stale_tables(stand_in, tmp_path):
+def test_text_full_mode_resumes_after_a_kill_and_leaves_no_stale_tables(stand_in, full_results):
     """roberta-base on GLUE through run_full: killed after 4 runs, rerun, finished without redoing them."""
-    environment = results_environment(stand_in, tmp_path)
+    environment = results_environment(stand_in, full_results)
     code = textwrap.dedent(TEXT_FULL.format(labels=set(TEXT_LABELS), tasks=TEXT_TASKS))
-    folders = {task: tmp_path / "text_classification_full" / "roberta-base" / task for task in TEXT_TASKS}
+    folders = {task: full_results / "text_classification_full" / "roberta-base" / task for task in TEXT_TASKS}
     runs_per_task = len(TEXT_LABELS) * (1 + 2)  # tuning: 1 rate x 1 seed; final: 2 seeds
     first = subprocess.Popen([sys.executable, "-c", code], env=environment, cwd=REPO_ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -180,14 +186,29 @@ VISION_LABELS = ("LoRA r=16", "AuroRA r̃=2", "PEFT LoRA r=16")
 VISION_TASKS = ("dtd", "cifar100")  # "image"/"label" and "img"/"fine_label" columns; 96-px and 32-px images to 224
 
 
-def test_vision_full_mode_runs_vit_b_on_hub_sets(stand_in, tmp_path):
-    """google/vit-base-patch16-224-in21k on hub image sets through run_full, images decoded lazily from the cache."""
-    folder = tmp_path / "vision_classification" / "full"
+def test_vision_and_ablation_full_modes_run_vit_b_on_hub_sets(stand_in, full_results):
+    """google/vit-base-patch16-224-in21k on hub image sets through run_full (images decoded lazily from the cache),
+    then the ablations CLI in full mode on DTD, which copies the runs it shares with the vision comparison."""
+    folder = full_results / "vision_classification" / "full"
+    environment = results_environment(stand_in, full_results)
     code = VISION_FULL.format(labels=set(VISION_LABELS), tasks=VISION_TASKS, folder=str(folder))
-    run_python(code, results_environment(stand_in, tmp_path))
+    run_python(code, environment)
     for task in VISION_TASKS:
         rows = csv_rows(folder / task / "runs.csv")
         assert len(rows) == len(set(rows)) == len(VISION_LABELS) * 3, task
         summary = (folder / task / "summary.csv").read_text()
         assert all(label in summary for label in VISION_LABELS)
     assert "4096" in (folder / "dtd" / "summary.csv").read_text()  # LoRA r=16 on q/v of 2 layers at width 32
+
+    ablations = subprocess.run([sys.executable, "-m", "aurora.experiments.ablations", "--full", "--smoke", "--groups",
+                                "components", "--device", "cpu"], capture_output=True, text=True, timeout=600,
+                               env=environment, cwd=REPO_ROOT)
+    assert ablations.returncode == 0, ablations.stderr[-4000:]
+    ablation_folder = full_results / "ablations" / "full"
+    runs = (ablation_folder / "runs.csv").read_text()
+    assert all(label in runs for label in ("AuroRA r̃=2", "AuroRA w/o F", "AuroRA w/o L"))
+    shared = [row for row in csv_rows(folder / "dtd" / "runs.csv") if ",AuroRA r̃=2," in row]
+    assert shared and all(row in runs.splitlines() for row in shared)  # copied from the vision runs, not rerun
+    merges = (ablation_folder / "merges.csv").read_text()
+    assert all(strategy in merges for strategy in ("static", "linearized", "least_squares"))
+    assert json.loads((ablation_folder / "claims_inputs.json").read_text())["T7a"]
