@@ -82,7 +82,7 @@ def _relative_gap(layer: AdapterLayer, delta_w: torch.Tensor, delta_b: torch.Ten
     return float(torch.linalg.norm(exact - merged) / torch.linalg.norm(exact).clamp_min(1e-30))
 
 
-def _layer_calibration(layers: list[tuple[str, AdapterLayer]], calibration: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+def checked_calibration(layers: list[tuple[str, AdapterLayer]], calibration: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
     """Check ``calibration``: a mapping from adapter layer names to finite ``(n, d_in)`` tensors."""
     if calibration is None:
         return {}
@@ -124,7 +124,7 @@ def merge(
         raise ValueError("model has no adapters; call aurora.add_adapters(model, config) first")
     if merged := [name for name, layer in layers if layer.merged]:
         raise ValueError(f"model is already merged (layers {merged[:3]}); call aurora.unmerge(model) first")
-    calibration = _layer_calibration(layers, calibration)
+    calibration = checked_calibration(layers, calibration)
     updates, reports = [], []
     for name, layer in layers:
         inputs = calibration.get(name)

@@ -22,11 +22,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from .config import AdapterConfig
+from .config import AdapterConfig, require_choice
 from .inject import CONFIG_ATTRIBUTE, adapter_layers, add_adapters, linear_module_names, module_name_matches
 from .layers import MERGE_STRATEGIES, is_conv1d
-from .merge import _layer_calibration
-from .config import require_choice
+from .merge import checked_calibration
 
 __all__ = ["export_peft", "import_peft", "PEFT_CONFIG_FILE", "PEFT_WEIGHTS_FILE"]
 
@@ -62,7 +61,7 @@ def export_peft(
         raise ValueError("model has no adapters; call aurora.add_adapters(model, config) first")
     if any(layer.merged for _, layer in layers):
         raise ValueError("model is merged; call aurora.unmerge(model) before export_peft (it exports the unmerged adapters' merge)")
-    calibration = _layer_calibration(layers, calibration)
+    calibration = checked_calibration(layers, calibration)
     tensors: dict[str, torch.Tensor] = {}
     for name, layer in layers:
         inputs = calibration.get(name)

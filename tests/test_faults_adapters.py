@@ -1,7 +1,5 @@
 """Faults in merging and injection (issue 11): nothing half-done, degenerate input refused, no ΔW added twice."""
 
-import copy
-
 import pytest
 import torch
 from torch import nn
