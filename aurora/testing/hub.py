@@ -60,6 +60,7 @@ class StandInDataset:
     config: str | None  # None: the repository's single "default" configuration
     columns: dict[str, tuple]  # column -> ("string",) | ("int32",) | ("float32",) | ("class", names) | ("image", side)
     splits: dict[str, int]
+    label: str = "label"  # the column the task predicts (other class columns get random values)
     unlabelled_splits: tuple[str, ...] = ()  # GLUE's test splits: label -1
 
 
@@ -74,7 +75,8 @@ class StandInModel:
 
 def _glue(config: str, columns: dict[str, tuple], label: tuple, evaluation: tuple[str, ...], tests: tuple[str, ...]):
     splits = {"train": 48, **{split: 16 for split in evaluation}, **{split: 8 for split in tests}}
-    return StandInDataset("nyu-mll/glue", config, {**columns, "label": label, "idx": ("int32",)}, splits, tests)
+    return StandInDataset("nyu-mll/glue", config, {**columns, "label": label, "idx": ("int32",)}, splits,
+                          unlabelled_splits=tests)
 
 
 _ONE = {"sentence": ("string",)}
@@ -105,7 +107,7 @@ def _classes(count: int, prefix: str) -> tuple[str, ...]:
 def _images(repo_id: str, side: int, label: str, classes: tuple[str, ...], **extra: tuple) -> StandInDataset:
     image_column = "img" if repo_id.startswith("uoft-cs/") else "image"
     columns = {image_column: ("image", side), label: ("class", classes), **extra}
-    return StandInDataset(repo_id, None, columns, {"train": 40, "test": 16})
+    return StandInDataset(repo_id, None, columns, {"train": 40, "test": 16}, label=label)
 
 
 # The image sets of aurora.data.images.HUB_IMAGE_SETS, with the real label counts (CIFAR-10's real names).
@@ -174,8 +176,7 @@ def _features(spec: StandInDataset):
 
 
 def _rows(spec: StandInDataset, split: str, count: int, generator: np.random.Generator) -> dict[str, list]:
-    label_name = next(name for name, column in spec.columns.items() if column[0] in {"class", "float32"} and "coarse" not in name
-                      and "cat_dog" not in name)
+    label_name = spec.label
     label_kind = spec.columns[label_name]
     if label_kind[0] == "float32":
         labels: list = [round(float(value), 2) for value in generator.uniform(0, 5, count)]
