@@ -75,6 +75,7 @@ def test_dora_matches_peft_given_the_same_a_b_and_magnitude(arch, training):
     reference = theirs(input_ids=ids).logits
     out = ours(input_ids=ids).logits
     assert relative_difference(out, reference) <= 1e-5
+    assert relative_difference(out, build().train(training)(input_ids=ids).logits) > 1e-3  # DoRA does change the outputs
     # the gradients agree too (the norm is a constant in both, DoRA §4.3)
     out.sum().backward(), reference.sum().backward()
     name, layer = aurora.adapter_layers(ours)[0]
@@ -120,6 +121,7 @@ def test_peft_loads_the_export_and_computes_the_merge(arch, options, strategy, t
     assert loaded.peft_config["default"].lora_bias == (strategy in ("linearized", "least_squares"))
     aurora.merge(model, strategy=strategy, calibration=calibration)
     assert relative_difference(logits(loaded, ids), logits(model, ids)) <= 1e-5
+    assert relative_difference(logits(loaded, ids), logits(build(), ids)) > 1e-3  # the adapter is not a no-op
 
 
 def test_loran_export_is_refused_and_points_to_merge_and_unload(tmp_path):
