@@ -164,9 +164,13 @@ def pins_of(path: Path) -> dict[str, Requirement]:
 
 
 def test_cuda_constraints_differ_from_the_cpu_ones_only_in_torch():
-    """constraints-cuda.txt (setup.sh --cuda): the same pins, except torch's CUDA build, pinned exactly."""
+    """constraints-cuda.txt (setup.sh --cuda): the same pins, except torch's CUDA build, pinned exactly, and the
+    CUDA runtime wheels that build pulls in (pinned too; nothing the CPU set has)."""
     cpu, cuda = pins_of(REPO_ROOT / "constraints.txt"), pins_of(REPO_ROOT / "constraints-cuda.txt")
-    assert set(cpu) == set(cuda)
+    assert set(cpu) <= set(cuda)
+    runtime = set(cuda) - set(cpu)
+    assert runtime and all(name.startswith(("nvidia-", "cuda-")) or name == "triton" for name in runtime), runtime
+    assert all(str(cuda[name].specifier).startswith("==") for name in runtime)
     differing = {name for name in cpu if str(cpu[name]) != str(cuda[name])}
     assert differing == {"torch"}
     assert str(cuda["torch"].specifier) == "===2.13.0"
