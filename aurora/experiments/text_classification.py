@@ -78,6 +78,7 @@ __all__ = [
     "run_quick",
     "run_full",
     "final_runs",
+    "results_status",
     "comparison",
     "loran_studies",
     "plot_parameters_vs_metric",
@@ -538,6 +539,21 @@ def loran_studies(folder: Path) -> dict[str, "pd.DataFrame"]:
     return {"LN1": ln1, "LN2": ln2, "LN3": ln3[ln3["label"] != "no difference"].reset_index(drop=True)}
 
 
+def results_status(folder: Path) -> dict[str, Any]:
+    """What a results folder holds: ``exists``, ``complete`` (its design finished), final runs and seeds so far."""
+    import json
+
+    folder = Path(folder)
+    if not (folder / "runs.csv").is_file():
+        return dict(exists=False, complete=False, final_runs=0, seeds=0, wall_time_s=None, command=None)
+    provenance = json.loads((folder / "provenance.json").read_text()) if (folder / "provenance.json").is_file() else {}
+    finals = final_runs(folder)
+    return dict(exists=True, complete=bool(provenance.get("config", {}).get("complete")), final_runs=len(finals),
+                seeds=int(finals.groupby("label")["seed"].nunique().min()) if len(finals) else 0,
+                wall_time_s=provenance.get("wall_time_s"), command=provenance.get("command"),
+                git_commit=provenance.get("git_commit"), device=provenance.get("device_description"))
+
+
 def plot_parameters_vs_metric(summary: "pd.DataFrame", ax: Any, reference: float | None = None) -> None:
     """The paper's Fig. 1 (left): trainable adapter parameters (log scale) against test accuracy.
 
@@ -587,6 +603,8 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser.add_argument("--datasets", nargs="+", default=list(QUICK_DATASETS), choices=list(QUICK_DATASETS), help="quick mode")
     parser.add_argument("--models", nargs="+", default=["roberta-base"], choices=list(TABLE_11), help="full mode")
     parser.add_argument("--tasks", nargs="+", default=list(GLUE_METRICS), choices=list(GLUE_METRICS), help="full mode")
+    parser.add_argument("--limit", type=int, default=None, help="full mode: cap training and test examples per task (rehearsals)")
+    parser.add_argument("--smoke", action="store_true", help="full mode: one rate, one tuning seed, two final seeds (rehearsals)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
     parser.add_argument("--restart", action="store_true", help="ignore finished runs in the results folder (default: resume)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 is faster on a busy machine)")
@@ -597,7 +615,8 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     start = time.perf_counter()
     common = dict(device=args.device, progress=not args.no_progress, resume=not args.restart)
     if args.full:
-        folders = run_full(args.models, args.tasks, **common)
+        smoke = dict(lr_grid=(1e-3,), tuning_seeds=(1000,), final_seeds=(0, 1), smoke=True) if args.smoke else {}
+        folders = run_full(args.models, args.tasks, limit=args.limit, **smoke, **common)
     else:
         folders = run_quick(args.datasets, **common)
     for folder in folders:
