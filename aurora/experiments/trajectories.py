@@ -1,18 +1,22 @@
-"""Fig. 2: the trajectory of ΔW during training for LoRA, MoSLoRA and AuroRA at rank 2, seen through PCA.
+"""Fig. 2: the path of ΔW during training for LoRA, MoSLoRA and AuroRA at rank 2, and its length (claim F2).
 
 The paper fine-tunes ViT-Base at r = 2 on DTD and RESISC45, records ``ΔW`` at epochs 0–9, runs one
 PCA over all of them and plots each method's path; AuroRA's path is the widest ("explores a broader
-parameter space"). The lower panel gives the accuracies; the text quotes MoSLoRA vs LoRA:
-+2.2 points on DTD, −0.56 on RESISC45 (§1).
+parameter space"). The text quotes MoSLoRA vs LoRA: +2.2 points on DTD, −0.56 on RESISC45 (§1).
 
-Here a :class:`aurora.trajectory.DeltaWeightRecorder` is passed to the training engine, ``ΔW`` of
-all adapted layers is flattened into one vector per epoch, and :func:`aurora.trajectory.fit_trajectory_pca`
-fits one PCA per (task, seed) on the snapshots of the three methods. Only the 2-D projections, the
-explained variance and path statistics in the full ``ΔW`` space are stored (not ``ΔW`` itself):
-``data/results/trajectories/`` (``full/`` for full mode).
+Here the three methods are the vision comparison's runs (same task, protocol, tuned rates and ten
+final seeds; copied with :func:`vision_classification.reuse_runs` when it has them, else run through
+the harness). Each final run is replayed (:func:`vision_classification.replay_final_run`, checked to
+reproduce the run's validation score) with a :class:`aurora.trajectory.DeltaWeightRecorder`: ``ΔW`` of
+all adapted layers flattened into one vector after every epoch (epoch 0 = before training). Per seed
+one PCA is fitted on the three methods' snapshots (:func:`aurora.trajectory.fit_trajectory_pca`).
+Stored: ``projections.csv`` (seed, method, epoch, PC 1, PC 2), ``explained_variance.csv``,
+``paths.csv`` (per run: path length in the full ``ΔW`` space and in the PCA plane, ``‖ΔW‖`` at the
+end, their ratio) and ``claims_inputs.json`` (F2: AuroRA's path length minus LoRA's and MoSLoRA's,
+paired over seeds with 95 % t intervals), next to the harness's tables.
 
-    python -m aurora.experiments.trajectories --quick
-    python -m aurora.experiments.trajectories --full --device cuda
+    python -m aurora.experiments.trajectories            # quick (tiny ViT, Fashion-MNIST 5-9)
+    python -m aurora.experiments.trajectories --full     # ViT-B/16 on DTD and RESISC45 (GPU + internet)
 
 Chapter: ``book/trajectories.md``.
 """
@@ -20,35 +24,36 @@ Chapter: ``book/trajectories.md``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.axes import Axes
 from tqdm.auto import tqdm
 
-from aurora.experiments.vision_classification import (
-    FULL_VIT,
-    PAPER_TABLE13,
-    TINY_VIT,
-    VisionConfig,
-    model_factory,
-    adapter_setting,
-    load_task,
-    preprocessing_for,
-    run_setting,
-    train_config_for,
-)
-from aurora.results import write_results
+from aurora.experiments import vision_classification as vc
+from aurora.experiments.harness import Protocol, Task, run_protocol
+from aurora.plots import method_style
+from aurora.results import RESULTS_DIR
 from aurora.trajectory import DeltaWeightRecorder, fit_trajectory_pca, path_length
 
-__all__ = ["PAPER_FIG2", "TRAJECTORY_SETTINGS", "QUICK", "FULL", "run", "plot_trajectories", "main"]
+__all__ = [
+    "PAPER_FIG2",
+    "TRAJECTORY_LABELS",
+    "QUICK_RESULTS",
+    "FULL_RESULTS",
+    "run",
+    "path_comparison",
+    "claims_inputs",
+    "plot_trajectories",
+    "plot_path_lengths",
+    "main",
+]
 
 PAPER_FIG2 = {
     "setting": "ViT-Base, r = 2, ΔW recorded at epochs 0-9, one PCA over LoRA, MoSLoRA and AuroRA",
@@ -57,131 +62,147 @@ PAPER_FIG2 = {
 }
 """What the paper states about Fig. 2 in its text (the figure's bars are not given as numbers)."""
 
-TRAJECTORY_SETTINGS = (
-    adapter_setting("LoRA r=2", "lora", 2),
-    adapter_setting("MoSLoRA r=2", "moslora", 2),
-    adapter_setting("AuroRA r=2", "aurora", 2),
-)
-
-QUICK = VisionConfig(
-    mode="quick",
-    model=TINY_VIT,
-    tasks=("digits",),
-    settings=TRAJECTORY_SETTINGS,
-    seeds=(0,),
-    epochs=9,  # snapshots at epochs 0 (before training), 1, ..., 9, as in Fig. 2
-    batch_size=64,
-    lr=2e-2,
-    head_lr=2e-2,
-    weight_decay=1e-4,
-    n_train=1000,
-    threads=1,
-)
-"""Quick mode: the tiny ViT on digits, one seed, 9 epochs (snapshots 0-9)."""
-
-FULL = VisionConfig(
-    mode="full",
-    model=FULL_VIT,
-    tasks=("dtd", "resisc45"),
-    settings=TRAJECTORY_SETTINGS,
-    seeds=(0,),
-    epochs=9,
-    batch_size=64,
-    lr=1e-2,
-    head_lr=1e-2,
-    weight_decay=1e-4,
-    hyperparameters=PAPER_TABLE13["vit-base"],
-)
-"""Full mode: ViT-B/16 on DTD and RESISC45 (Fig. 2's sets) with Table 13's hyperparameters."""
+TRAJECTORY_LABELS = ("LoRA r=2", "MoSLoRA r=2", vc.AURORA_LABEL)
+QUICK_RESULTS = RESULTS_DIR / "trajectories"
+FULL_RESULTS = RESULTS_DIR / "trajectories" / "full"
+_PATH_COLUMNS = ("path_length_full", "path_length_pca", "final_delta_norm", "path_to_displacement")
 
 
-def run(config: VisionConfig, device: str = "cpu", results_dir: Path | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Train each setting with a ΔW recorder, fit one PCA per (task, seed), write the result tables.
+def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(temporary, index=False)
+    temporary.replace(path)
 
-    Tables: ``projections`` (task, seed, setting, epoch, pc1, pc2, accuracy after that epoch),
-    ``explained_variance`` (per component), ``summary`` (accuracy, path lengths in the PCA plane and
-    in the full ΔW space, ``‖ΔW‖`` at the end, training time).
-    """
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    started = time.perf_counter()
-    factory, preprocessing = model_factory(config), preprocessing_for(config)
-    storage = np.float32 if config.model == TINY_VIT else np.float16  # ViT-B: 14M coordinates per snapshot
-    projections, variance, summary = [], [], []
-    jobs = [(task, seed) for task in config.tasks for seed in config.seeds]
-    for task_name, seed in tqdm(jobs, desc=f"trajectories ({config.mode})", unit="task"):
-        task = load_task(task_name, config.n_train, config.n_test, seed=0)
-        snapshots: dict[str, np.ndarray] = {}
-        outcomes = {}
-        for setting in config.settings:
-            recorder = DeltaWeightRecorder(dtype=storage)
-            outcome = run_setting(task, setting, factory, preprocessing, train_config_for(config, task_name, seed, device), callbacks=[recorder])
-            snapshots[setting.label] = recorder.stacked()
-            outcomes[setting.label] = (outcome, recorder.epochs)
+
+def run(results_dir: Path = QUICK_RESULTS, task: Task | None = None, protocol: Protocol = vc.QUICK_PROTOCOL,
+        vision_results: Path | None = vc.QUICK_RESULTS, device: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """Final runs of the three rank-2 methods (reused or run), replayed with a ΔW recorder; writes the tables."""
+    vc._threads()
+    start = time.perf_counter()
+    folder = Path(results_dir)
+    methods = [m for m in vc.QUICK_METHODS if m.label in TRAJECTORY_LABELS]
+    task = task or vc.quick_task()
+    if vision_results is not None and Path(vision_results, "runs.csv").is_file():
+        vc.reuse_runs(vision_results, folder, TRAJECTORY_LABELS)
+    finals = run_protocol(task, methods, protocol, folder, resume=True, device=device, progress=progress,
+                          reference="LoRA r=2", config=dict(reused_from=str(vision_results)))
+    projections, variance, paths = [], [], []
+    seeds = sorted(finals["seed"].unique())
+    for seed in tqdm(seeds, desc="ΔW trajectories", disable=not progress):
+        snapshots, epochs = {}, {}
+        for method in methods:
+            row = finals[(finals["label"] == method.label) & (finals["seed"] == seed)].iloc[0]
+            recorder = DeltaWeightRecorder(dtype=np.float32 if task.name == vc.QUICK_TASK else np.float16)  # ViT-B: 14M per snapshot
+            vc.replay_final_run(task, method, protocol, row, device, callbacks=[recorder])
+            snapshots[method.label], epochs[method.label] = recorder.stacked(), recorder.epochs
+            paths.append(dict(task=task.name, seed=int(seed), label=method.label, style=method.style,
+                              test_metric=float(row["test_metric"]), adapter_params=int(row["adapter_params"])))
         pca = fit_trajectory_pca(snapshots, n_components=2)
-        for component, ratio in enumerate(pca.explained_variance_ratio, start=1):
-            variance.append({"task": task_name, "seed": seed, "component": component, "explained_variance_ratio": float(ratio)})
-        for label, (outcome, epochs) in outcomes.items():
-            accuracy = {record.epoch: record.metric for record in outcome.fit.history}
-            points = pca.projections[label]
-            for epoch, (pc1, pc2) in zip(epochs, points):
-                projections.append({"task": task_name, "seed": seed, "setting": label, "epoch": epoch,
-                                    "pc1": float(pc1), "pc2": float(pc2), "accuracy": accuracy.get(epoch, np.nan)})
-            full = snapshots[label].astype(np.float64)
-            summary.append({
-                **{key: outcome.row[key] for key in ("task", "seed", "setting", "method", "rank", "params")},
-                "best_accuracy": outcome.fit.best_metric,
-                "final_accuracy": outcome.fit.final_metric,
-                "path_length_pca": path_length(points),
-                "path_length_full": path_length(full),
-                "final_delta_norm": float(np.linalg.norm(full[-1])),
-                "train_seconds": outcome.row["train_seconds"],
-            })
-    tables = {"projections": projections, "explained_variance": variance, "summary": summary}
-    name = "trajectories" if config.mode == "quick" else "trajectories/full"
-    write_results(name, tables, config.to_dict(), device=device, wall_time_s=round(time.perf_counter() - started, 1), results_dir=results_dir)
-    return tables
+        variance += [dict(task=task.name, seed=int(seed), component=k, explained_variance_ratio=float(ratio))
+                     for k, ratio in enumerate(pca.explained_variance_ratio, start=1)]
+        for row in paths[-len(methods):]:
+            full = snapshots[row["label"]].astype(np.float64)
+            points = pca.projections[row["label"]]
+            norm = float(np.linalg.norm(full[-1]))
+            row.update(path_length_full=path_length(full), path_length_pca=path_length(points), final_delta_norm=norm,
+                       path_to_displacement=path_length(full) / norm if norm > 0 else math.nan)
+            projections += [dict(task=task.name, seed=int(seed), label=row["label"], style=row["style"], epoch=int(epoch),
+                                 pc1=float(pc1), pc2=float(pc2)) for epoch, (pc1, pc2) in zip(epochs[row["label"]], points)]
+    _atomic_csv(pd.DataFrame(projections), folder / "projections.csv")
+    _atomic_csv(pd.DataFrame(variance), folder / "explained_variance.csv")
+    _atomic_csv(pd.DataFrame(paths), folder / "paths.csv")
+    inputs = claims_inputs(pd.DataFrame(paths))
+    inputs["wall_time_s"] = round(time.perf_counter() - start, 1)
+    (folder / "claims_inputs.json").write_text(json.dumps(inputs, indent=2) + "\n")
+    return inputs
 
 
-def plot_trajectories(projections: pd.DataFrame, upto_epoch: int | None = None, ax: Axes | None = None) -> Axes:
-    """Each setting's path in the PCA plane (one task and seed), epochs ``0..upto_epoch`` (all if None).
+def path_comparison(paths: pd.DataFrame, column: str = "path_length_full", reference: str = vc.AURORA_LABEL) -> pd.DataFrame:
+    """Per method: mean ``column`` with its 95 % t interval, and ``reference`` minus it, paired over seeds."""
+    from aurora.experiments.harness import paired_comparison
+
+    if column not in _PATH_COLUMNS:
+        raise ValueError(f"column must be one of {_PATH_COLUMNS}, got {column!r}")
+    return paired_comparison(paths, reference, column)
+
+
+def claims_inputs(paths: pd.DataFrame) -> dict[str, Any]:
+    """F2: AuroRA's ΔW path length minus LoRA's and MoSLoRA's (full ΔW space; PCA plane and path/‖ΔW‖ too)."""
+    inputs: dict[str, Any] = {"metric": "length of the ΔW path over epochs 0..E (Σ‖ΔW_{t+1} − ΔW_t‖); value = mean paired "
+                                        "difference AuroRA − other over seeds, 95 % t interval"}
+    for column in _PATH_COLUMNS:
+        table = path_comparison(paths, column, reference=TRAJECTORY_LABELS[0]).set_index("label")
+        aurora_row = table.loc[vc.AURORA_LABEL]
+        inputs[column] = {}
+        for other in TRAJECTORY_LABELS[:2]:
+            pair = path_comparison(paths[paths["label"].isin([other, vc.AURORA_LABEL])], column, reference=other)
+            row = pair.set_index("label").loc[vc.AURORA_LABEL]
+            inputs[column][f"AuroRA − {other}"] = dict(
+                value=float(row["difference"]), ci_low=float(row["difference_ci_low"]), ci_high=float(row["difference_ci_high"]),
+                seeds=int(row["paired_seeds"]), verdict=str(row["verdict"]), aurora_mean=float(aurora_row["mean"]),
+                other_mean=float(table.loc[other, "mean"]))
+    inputs["F2"] = inputs["path_length_full"]
+    return inputs
+
+
+def plot_trajectories(projections: pd.DataFrame, ax: Axes, upto_epoch: int | None = None) -> Axes:
+    """Each method's path in the PCA plane (one seed), epochs ``0..upto_epoch`` (all if None).
 
     The whole path is drawn faintly so the axes stay fixed while a slider moves ``upto_epoch``.
     """
     if projections[["task", "seed"]].drop_duplicates().shape[0] != 1:
         raise ValueError("projections must hold one task and seed; filter the table first")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 4.5))
     last = int(projections["epoch"].max()) if upto_epoch is None else upto_epoch
-    for (label, rows), color in zip(projections.groupby("setting", sort=False), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+    for label, rows in projections.groupby("label", sort=False):
         rows = rows.sort_values("epoch")
-        ax.plot(rows["pc1"], rows["pc2"], color=color, alpha=0.15)
+        style = method_style(str(rows["style"].iloc[0]))
+        ax.plot(rows["pc1"], rows["pc2"], color=style["color"], alpha=0.15)
         shown = rows[rows["epoch"] <= last]
-        ax.plot(shown["pc1"], shown["pc2"], marker="o", markersize=4, color=color, label=label)
+        ax.plot(shown["pc1"], shown["pc2"], markersize=4, label=label, **style)
         ax.annotate(str(int(shown["epoch"].iloc[-1])), (shown["pc1"].iloc[-1], shown["pc2"].iloc[-1]),
-                    textcoords="offset points", xytext=(4, 4), fontsize=8, color=color)
+                    textcoords="offset points", xytext=(4, 4), fontsize=8, color=style["color"])
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    ax.set_title(f"ΔW trajectories, epochs 0–{last}")
+    ax.set_title(f"ΔW paths, epochs 0–{last}")
     ax.legend(loc="best", fontsize=8)
     return ax
 
 
-def main(argv: list[str] | None = None) -> None:
+def plot_path_lengths(paths: pd.DataFrame, ax: Axes, column: str = "path_length_full") -> Axes:
+    """``column`` per seed (thin lines join one seed's methods) with each method's mean and 95 % interval."""
+    table = path_comparison(paths, column, reference=TRAJECTORY_LABELS[0]).set_index("label")
+    labels = [label for label in TRAJECTORY_LABELS if label in table.index]
+    wide = paths.pivot(index="seed", columns="label", values=column)[labels]
+    for _, values in wide.iterrows():
+        ax.plot(range(len(labels)), values.values, color="#bbbbbb", linewidth=0.7, zorder=1)
+    for position, label in enumerate(labels):
+        row = table.loc[label]
+        style = method_style(str(row["style"]))
+        ax.errorbar([position], [row["mean"]], yerr=[[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]],
+                    capsize=4, markersize=8, zorder=2, **{**style, "linestyle": "none"})
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel({"path_length_full": "ΔW path length", "path_length_pca": "path length in the PCA plane",
+                   "final_delta_norm": "‖ΔW‖ after training", "path_to_displacement": "path length / ‖ΔW‖"}[column])
+    return ax
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="ΔW trajectories of LoRA / MoSLoRA / AuroRA at r=2 (Fig. 2)")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="tiny ViT on digits (default)")
-    mode.add_argument("--full", action="store_true", help="ViT-B/16 on DTD and RESISC45 (needs the internet)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seeds", nargs="+", type=int)
+    parser.add_argument("--full", action="store_true", help="ViT-B/16 on DTD and RESISC45 (GPU + internet)")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cuda', 'cpu'")
+    parser.add_argument("--smoke", action="store_true", help="the seconds-long smoke protocol (no verdicts)")
+    parser.add_argument("--results-dir", type=Path)
     args = parser.parse_args(argv)
-    config = FULL if args.full else QUICK
-    if args.seeds:
-        config = dataclasses.replace(config, seeds=tuple(args.seeds))
-    tables = run(config, device=args.device)
-    for row in tables["summary"]:
-        print(f"{row['task']:<10} seed {row['seed']} {row['setting']:<12} best acc {row['best_accuracy']:.4f}  "
-              f"path (PCA) {row['path_length_pca']:.3f}  path (full) {row['path_length_full']:.3f}")
+    if args.full:
+        results = {}
+        for name in ("dtd", "resisc45"):
+            results[name] = run((args.results_dir or FULL_RESULTS) / name, vc.full_task(name),
+                                vc.SMOKE_PROTOCOL if args.smoke else vc.FULL_PROTOCOL, vc.FULL_RESULTS / name, args.device)
+    else:
+        results = run(args.results_dir or QUICK_RESULTS, protocol=vc.SMOKE_PROTOCOL if args.smoke else vc.QUICK_PROTOCOL,
+                      vision_results=None if args.smoke else vc.QUICK_RESULTS, device=args.device)
+    print(json.dumps(results, indent=2))
+    return results
 
 
 if __name__ == "__main__":

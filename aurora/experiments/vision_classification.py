@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 from matplotlib.axes import Axes
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from transformers import ViTConfig, ViTForImageClassification
 
 from aurora.data import ImagePreprocessing, load_image_classification, load_vision_model, vision_preprocessing
@@ -65,6 +65,7 @@ __all__ = [
     "load_tiny_vit",
     "ImageDataset",
     "HubImageDataset",
+    "image_loader",
     "QUICK_TASK",
     "quick_task",
     "full_task",
@@ -324,6 +325,21 @@ class HubImageDataset(Dataset):
         return self.__getitems__([index])[0]
 
 
+def image_loader(images: torch.Tensor, labels: torch.Tensor, preprocessing: Callable[[torch.Tensor], torch.Tensor],
+                 batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    """``(pixel_values, labels)`` batches of ``images`` (uint8 0–255, or floats in [0, 1]), preprocessed batch by batch
+    (used by :mod:`aurora.experiments.pretrain_tiny_vit`)."""
+
+    def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels, targets = zip(*batch)
+        pixels = torch.stack(pixels)
+        return preprocessing(pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels), torch.stack(targets)
+
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(TensorDataset(images, labels), batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=collate)
+
+
 QUICK_TASK = "fashion_5_9"
 QUICK_TASK_DESCRIPTION = ("Fashion-MNIST classes 5–9 (sandal, shirt, sneaker, bag, ankle boot), unseen in the tiny ViT's "
                           "pre-training on classes 0–4")
@@ -471,8 +487,16 @@ def run_quick(results_dir: Path = QUICK_RESULTS, methods: Sequence[Method] = QUI
     """The quick comparison through the harness; returns the final runs (``runs.csv`` etc. in ``results_dir``)."""
     _threads()
     task = task or quick_task()
-    return run_protocol(task, methods, protocol, results_dir, resume=resume, device=device, progress=progress,
-                        reference=REFERENCE if REFERENCE in [m.label for m in methods] else None)
+    finals = run_protocol(task, methods, protocol, results_dir, resume=resume, device=device, progress=progress,
+                          reference=REFERENCE if REFERENCE in [m.label for m in methods] else None)
+    _write_claims_inputs(Path(results_dir), finals)
+    return finals
+
+
+def _write_claims_inputs(folder: Path, finals: pd.DataFrame) -> None:
+    temporary = folder / ".claims_inputs.json.tmp"
+    temporary.write_text(json.dumps(claims_inputs(finals), indent=2) + "\n")
+    temporary.replace(folder / "claims_inputs.json")
 
 
 def run_full(tasks: Sequence[str] = ("dtd", "cifar10", "eurosat", "oxford_pets", "stanford_cars", "resisc45", "cifar100"),
@@ -482,8 +506,9 @@ def run_full(tasks: Sequence[str] = ("dtd", "cifar10", "eurosat", "oxford_pets",
     folders = []
     for name in tasks:
         folder = Path(results_dir) / name
-        run_protocol(full_task(name, model, n_train=n_train, n_test=n_test), methods, protocol, folder, resume=True,
-                     device=device, reference=REFERENCE)
+        finals = run_protocol(full_task(name, model, n_train=n_train, n_test=n_test), methods, protocol, folder, resume=True,
+                              device=device, reference=REFERENCE if REFERENCE in [m.label for m in methods] else None)
+        _write_claims_inputs(folder, finals)
         folders.append(folder)
     return folders
 
