@@ -153,7 +153,8 @@ def test_claims_inputs_pair_aurora_with_each_lora_rank():
     low, high = stats.t.interval(0.95, 9, loc=differences.mean(), scale=stats.sem(differences))
     assert (row["value"], row["ci_low"], row["ci_high"]) == pytest.approx((differences.mean(), low, high))
     assert row["verdict"] == "better" and row["seeds"] == 10
-    assert inputs["peft_lora_agreement"] is None  # PEFT LoRA was not in these runs
+    assert inputs["peft_lora_agreement"] is None and inputs["MOS"] is None and inputs["BL"] == []  # not in these runs
+    assert inputs["EQ"]["setting"] == f"{vc.AURORA_LABEL} − LoRA r=2"
 
 
 def test_ablation_methods_are_distinct_and_share_the_vision_settings():
@@ -216,6 +217,7 @@ def test_trajectories_smoke_run_starts_together_and_pairs_path_lengths(tiny_task
     projections = pd.read_csv(tmp_path / "projections.csv")
     paths = pd.read_csv(tmp_path / "paths.csv")
     assert len(projections) == 2 * 3 * 2  # seeds x methods x epochs 0 and 1
+    assert set(paths["method"]) == {"lora", "moslora", "aurora"}
     for _, start in projections[projections["epoch"] == 0].groupby("seed"):
         assert np.ptp(start["pc1"]) < 1e-6 and np.ptp(start["pc2"]) < 1e-6  # ΔW = 0 for every method before training
     # with two snapshots the path is one step, from ΔW = 0 to the final ΔW

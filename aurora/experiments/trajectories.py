@@ -95,7 +95,7 @@ def run(results_dir: Path = QUICK_RESULTS, task: Task | None = None, protocol: P
             recorder = DeltaWeightRecorder(dtype=np.float32 if task.name == vc.QUICK_TASK else np.float16)  # ViT-B: 14M per snapshot
             vc.replay_final_run(task, method, protocol, row, device, callbacks=[recorder])
             snapshots[method.label], epochs[method.label] = recorder.stacked(), recorder.epochs
-            paths.append(dict(task=task.name, seed=int(seed), label=method.label, style=method.style,
+            paths.append(dict(task=task.name, seed=int(seed), label=method.label, method=method.adapter["method"], style=method.style,
                               test_metric=float(row["test_metric"]), adapter_params=int(row["adapter_params"])))
         pca = fit_trajectory_pca(snapshots, n_components=2)
         variance += [dict(task=task.name, seed=int(seed), component=k, explained_variance_ratio=float(ratio))

@@ -634,11 +634,15 @@ def _pair(runs: pd.DataFrame, label: str, reference: str) -> dict[str, Any]:
 
 
 def claims_inputs(runs: pd.DataFrame) -> dict[str, Any]:
-    """The numbers claim T3 rests on: AuroRA r̃=2 minus LoRA at every rank, and the PEFT-LoRA fairness check."""
+    """T3 (AuroRA r̃=2 minus LoRA at every rank), EQ (minus LoRA r=2), MOS (MoSLoRA r=2 minus LoRA r=2), BL (AuroRA
+    minus each PEFT baseline) and the PEFT-LoRA fairness check, as paired differences of test accuracy."""
     labels = set(runs["label"])
     return {
         "T3": [_pair(runs, AURORA_LABEL, f"LoRA r={rank}") for rank in LORA_RANKS if {f"LoRA r={rank}", AURORA_LABEL} <= labels],
         "peft_lora_agreement": _pair(runs, "PEFT LoRA r=8", "LoRA r=8") if {"PEFT LoRA r=8", "LoRA r=8"} <= labels else None,
+        "EQ": _pair(runs, AURORA_LABEL, "LoRA r=2") if {AURORA_LABEL, "LoRA r=2"} <= labels else None,
+        "MOS": _pair(runs, "MoSLoRA r=2", "LoRA r=2") if {"MoSLoRA r=2", "LoRA r=2"} <= labels else None,
+        "BL": [_pair(runs, AURORA_LABEL, label) for label in sorted(labels) if label.startswith("PEFT ") and AURORA_LABEL in labels],
         "metric": "test accuracy (fraction), difference of means over paired seeds, 95 % t interval",
     }
 
