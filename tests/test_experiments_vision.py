@@ -276,3 +276,12 @@ def test_image_loader_takes_uint8_or_float_images():
     as_float = next(iter(vc.image_loader(images.float() / 255, torch.arange(6), vc.TINY_VIT_PREPROCESSING, 6, shuffle=False)))
     torch.testing.assert_close(as_uint8[0], as_float[0])
     assert as_uint8[0].shape == (6, 3, 28, 28)
+
+
+def test_reuse_runs_copies_only_the_given_protocol(tiny_task, tmp_path):
+    methods = [m for m in vc.QUICK_METHODS if m.label == "LoRA r=2"]
+    vc.run_quick(tmp_path / "a", methods=methods, protocol=SMOKE, task=tiny_task, progress=False)
+    other = Protocol(lr_grid=SMOKE.lr_grid, tuning_seeds=SMOKE.tuning_seeds, final_seeds=SMOKE.final_seeds, epochs=2,
+                     batch_size=SMOKE.batch_size, smoke=True)
+    assert vc.reuse_runs(tmp_path / "a", tmp_path / "b", ["LoRA r=2"], other) == 0
+    assert vc.reuse_runs(tmp_path / "a", tmp_path / "b", ["LoRA r=2"], SMOKE) == 3

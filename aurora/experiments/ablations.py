@@ -215,7 +215,7 @@ def run(results_dir: Path = QUICK_RESULTS, groups: Sequence[str] | None = None, 
     methods = ablation_methods(groups)
     task = task or vc.quick_task()
     if vision_results is not None and Path(vision_results, "runs.csv").is_file():
-        vc.reuse_runs(vision_results, folder, [m.label for m in methods if m.label in SHARED_WITH_VISION])
+        vc.reuse_runs(vision_results, folder, [m.label for m in methods if m.label in SHARED_WITH_VISION], protocol)
     finals = run_protocol(task, methods, protocol, folder, resume=True, device=device, progress=progress, reference=BASE,
                           config=dict(groups=list(groups or ABLATION_GROUPS), reused_from=str(vision_results)))
     if merges:

@@ -83,7 +83,7 @@ def run(results_dir: Path = QUICK_RESULTS, task: Task | None = None, protocol: P
     methods = [m for m in vc.QUICK_METHODS if m.label in TRAJECTORY_LABELS]
     task = task or vc.quick_task()
     if vision_results is not None and Path(vision_results, "runs.csv").is_file():
-        vc.reuse_runs(vision_results, folder, TRAJECTORY_LABELS)
+        vc.reuse_runs(vision_results, folder, TRAJECTORY_LABELS, protocol)
     finals = run_protocol(task, methods, protocol, folder, resume=True, device=device, progress=progress,
                           reference="LoRA r=2", config=dict(reused_from=str(vision_results)))
     projections, variance, paths = [], [], []

@@ -536,17 +536,19 @@ def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
 _RUN_IDENTITY = ("phase", "task", "label", "method_id", "protocol_id", "lr", "head_lr", "seed")
 
 
-def reuse_runs(source: Path, target: Path, labels: Sequence[str]) -> int:
+def reuse_runs(source: Path, target: Path, labels: Sequence[str], protocol: Protocol | None = None) -> int:
     """Copy the runs of ``labels`` (and their epochs) from the results folder ``source`` into ``target``.
 
     The harness then skips them on ``resume=True`` (its run key matches only for the same task, method,
-    protocol, rate and seed, so nothing that would train differently is reused). Runs already in
-    ``target`` are kept. Returns the number of runs copied.
+    protocol, rate and seed, so nothing that would train differently is reused). With ``protocol`` only
+    runs made under it are copied (so a folder never mixes two designs). Runs already in ``target`` are
+    kept. Returns the number of runs copied.
     """
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     wanted = set(labels)
-    source_runs = [row for row in _read_rows(Path(source) / "runs.csv") if row["label"] in wanted]
+    source_runs = [row for row in _read_rows(Path(source) / "runs.csv") if row["label"] in wanted
+                   and (protocol is None or row["protocol_id"] == protocol.protocol_id)]
     runs = _read_rows(target / "runs.csv")
     have = {tuple(row[k] for k in _RUN_IDENTITY) for row in runs}
     new = [row for row in source_runs if tuple(row[k] for k in _RUN_IDENTITY) not in have]
