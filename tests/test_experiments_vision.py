@@ -285,3 +285,10 @@ def test_reuse_runs_copies_only_the_given_protocol(tiny_task, tmp_path):
                      batch_size=SMOKE.batch_size, smoke=True)
     assert vc.reuse_runs(tmp_path / "a", tmp_path / "b", ["LoRA r=2"], other) == 0
     assert vc.reuse_runs(tmp_path / "a", tmp_path / "b", ["LoRA r=2"], SMOKE) == 3
+
+
+def test_missing_results_name_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="aurora.experiments.vision_classification`"):
+        vc.final_runs(tmp_path)
+    with pytest.raises(FileNotFoundError, match="aurora.experiments.ablations --full`"):
+        vc.final_runs(tmp_path / "full", "python -m aurora.experiments.ablations")

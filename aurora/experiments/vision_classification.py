@@ -608,11 +608,13 @@ def replay_final_run(task: Task, method: Method, protocol: Protocol, row: Mappin
 # ---------------------------------------------------------------------------------------------
 # tables and figures for the chapter
 # ---------------------------------------------------------------------------------------------
-def final_runs(folder: Path) -> pd.DataFrame:
-    """The final (non-tuning) runs of a results folder; ``FileNotFoundError`` names the command that makes it."""
+def final_runs(folder: Path, command: str = "python -m aurora.experiments.vision_classification") -> pd.DataFrame:
+    """The final (non-tuning) runs of a results folder; ``FileNotFoundError`` names ``command`` (``--full`` added for a
+    full-mode folder), the command that makes it."""
     path = Path(folder) / "runs.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; produce it with `python -m aurora.experiments.vision_classification`")
+        full = " --full" if "full" in Path(folder).parts else ""
+        raise FileNotFoundError(f"{path} does not exist; produce it with `{command}{full}`")
     runs = pd.read_csv(path)
     return runs[runs["phase"] == "final"].reset_index(drop=True)
 
