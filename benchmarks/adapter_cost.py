@@ -36,8 +36,8 @@ Per (model, rank, batch) case and row of :data:`VARIANTS`:
 * ``infer_unmerged`` / ``infer_merged``: forward under ``torch.inference_mode()`` before and after
   ``aurora.merge(model, "static")`` (PEFT: ``merge_adapter()``).
 * Timing (``aurora.profiling.interleaved_timings``): the rows of a case share one set of frozen
-  weights and run round after round in a shuffled order; ratios are medians (and quartiles) of the
-  per-round ratios. ``--clock cpu`` times this process's CPU time (with ``--threads 1`` on a busy machine).
+  weights and run round after round in a shuffled order (``--repeats`` rounds; merged inference three
+  times as many, :data:`ROUNDS_FACTOR`); ratios are medians (and quartiles) of the per-round ratios. ``--clock cpu`` times this process's CPU time (with ``--threads 1`` on a busy machine).
 * Memory: ``saved_activation_bytes`` (what autograd keeps for backward, parameters and inputs
   excluded), ``gradient_bytes`` (the ``.grad`` tensors a step leaves), ``workspace_bytes`` (LoRAN's
   shared scratch matrices, ``aurora.loran.workspace_bytes``), ``cuda_peak_step_bytes`` on CUDA.
@@ -218,7 +218,9 @@ class Settings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-INFERENCE_ROUNDS_FACTOR = 3  # inference rounds per training round: cheap, and the merged target (1 %) is fine
+# timed rounds per phase, in units of --repeats: merged inference is cheap and its target (1 %) fine; unmerged
+# inference of the weight-aware rows (PEFT's DoRA, HiRA, PEANuT; LoRAN) costs a weight-sized pass per layer
+ROUNDS_FACTOR = {"train": 1, "infer_unmerged": 1, "infer_merged": 3}
 CPU_SWEEPS = [
     Sweep("roberta-base", layers=1, seq_len=128, ranks=(2, 8, 16, 64), batch=2, batch_sizes=(1, 8)),
     Sweep("vit-base", layers=1, seq_len=197, ranks=(2, 16), batch=1, batch_sizes=(4,)),
@@ -305,7 +307,7 @@ def run_case(sweep: Sweep, rank: int, batch: int, base: nn.Module, settings: Set
                               for v, o in ops.items()}
         try:
             samples[phase] = profiling.interleaved_timings(
-                steps, settings.repeats * (1 if phase == "train" else INFERENCE_ROUNDS_FACTOR), settings.warmup,
+                steps, settings.repeats * ROUNDS_FACTOR[phase], settings.warmup,
                 settings.min_sample_s, device, settings.seed, settings.clock,
             )
         finally:
@@ -500,7 +502,7 @@ def main(argv: list[str] | None = None) -> Path:
         "preset": settings.extra["preset"],
         "sweeps": [s.__dict__ for s in settings.sweeps],
         "methods": list(settings.variants), "labels": {v: VARIANTS[v].label for v in settings.variants},
-        "phases": list(settings.phases), "repeats": settings.repeats,
+        "phases": list(settings.phases), "repeats": settings.repeats, "rounds_factor": ROUNDS_FACTOR,
         "warmup": settings.warmup, "min_sample_s": settings.min_sample_s, "seed": settings.seed,
         "torch_threads": torch.get_num_threads(), "dtype": settings.dtype, "clock": settings.clock,
         "profile": {"tokens": settings.profile_tokens, "width": settings.profile_width, "rank": settings.profile_rank},

@@ -93,7 +93,7 @@ def test_tiny_run_writes_well_formed_timings(tiny_run: Path) -> None:
     assert merged["same_ops_as_base"].astype(bool).all()  # merged: the base model's aten ops, op for op
     assert not unmerged.loc[unmerged["method"] != "base", "same_ops_as_base"].astype(bool).any()
     assert timings.loc[timings["phase"] == "train", "dispatched_ops"].isna().all()
-    rounds = np.where(timings["phase"] == "train", 2, 2 * adapter_cost.INFERENCE_ROUNDS_FACTOR)
+    rounds = 2 * timings["phase"].map(adapter_cost.ROUNDS_FACTOR)
     assert (timings["repeats"] == rounds).all() and (timings["device"] == "cpu").all()
     seq_len = {s.backbone: s.seq_len for s in adapter_cost.TINY_SWEEPS}
     assert (timings["tokens"] == timings["batch"] * timings["model"].map(seq_len)).all()
