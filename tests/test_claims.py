@@ -102,6 +102,8 @@ def test_verdict_rules_by_hand():
     assert claims._at_least(-0.02, -0.001) == "contradicted"
     assert claims._about_equal(-0.005, 0.005) == "supported" and claims._about_equal(0.02, 0.03) == "contradicted"
     assert claims._about_equal(-0.005, 0.02) == "inconclusive"
+    assert claims._adds_little(-0.08, -0.04) == "supported" and claims._adds_little(0.02, 0.03) == "contradicted"
+    assert claims._agree(-0.005, 0.011) == "supported" and claims._agree(0.001, 0.02) == "contradicted"
     assert claims._combine(["supported", "supported"]) == "supported"
     assert claims._combine(["supported", "inconclusive"]) == "inconclusive"
     assert claims._combine(["supported", "contradicted"]) == "contradicted"
