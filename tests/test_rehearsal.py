@@ -229,3 +229,42 @@ def test_vision_and_ablation_full_modes_run_vit_b_on_hub_sets(stand_in, full_res
     merges = (ablation_folder / "merges.csv").read_text()
     assert all(strategy in merges for strategy in ("static", "linearized", "least_squares"))
     assert json.loads((ablation_folder / "claims_inputs.json").read_text())["T7a"]
+
+    trajectories = subprocess.run([sys.executable, "-m", "aurora.experiments.trajectories", "--full", "--smoke", "--device",
+                                   "cpu"], capture_output=True, text=True, timeout=600, env=environment, cwd=REPO_ROOT)
+    assert trajectories.returncode == 0, trajectories.stderr[-4000:]
+    for task in ("dtd", "resisc45"):
+        trajectory_folder = full_results / "trajectories" / "full" / task
+        paths = csv_rows(trajectory_folder / "paths.csv")
+        assert len(paths) == 3 * 2, task  # LoRA, MoSLoRA and AuroRA at rank 2, two final seeds, each replayed
+        assert (trajectory_folder / "projections.csv").is_file() and (trajectory_folder / "claims_inputs.json").is_file()
+    copied = [row for row in csv_rows(full_results / "trajectories" / "full" / "dtd" / "runs.csv") if ",AuroRA r̃=2," in row]
+    assert copied == shared  # the vision comparison's runs, replayed rather than trained again
+
+
+# ---------------------------------------------------------------- the chapters in full mode
+FULL_CHAPTERS = ("text_classification", "vision_classification", "ablations", "trajectories")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "full-mode chapters crash on partial results (found by this rehearsal, 2026-12-02): text_classification's "
+    "claims.build_ledger() raises 'cannot reindex on an axis with duplicate labels'; vision_classification's "
+    "learning-rate grid cell indexes every method (.loc[[m.label for m in methods]]: KeyError for methods not run); "
+    "ablations' claims cell formats T5's pairs, None when the activation group was not run (TypeError). strict: once fixed, this "
+    "marker must go"))
+def test_full_mode_chapters_render_the_rehearsal_results_under_W(stand_in, full_results, tmp_path):
+    """build_book.py --full (papermill, then jupyter-book -W) over the results the experiments above wrote: each
+    chapter renders them and names what is missing with the command that makes it, without rerunning anything."""
+    assert (full_results / "vision_classification" / "full" / "dtd" / "summary.csv").is_file()  # run after the above
+    output = tmp_path / "book"
+    command = [sys.executable, "scripts/build_book.py", "--full", "--device", "cpu", "--chapters", *FULL_CHAPTERS,
+               "--executed-dir", str(tmp_path / "executed"), "--output", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1200,
+                            env=results_environment(stand_in, full_results), cwd=REPO_ROOT)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    pages = {name: (output / "html" / "book" / f"{name}.html").read_text() for name in FULL_CHAPTERS}
+    assert "roberta-base/stsb" in pages["text_classification"] and "AuroRA" in pages["text_classification"]
+    assert "roberta-base/mrpc" in pages["text_classification"]  # not rehearsed: named with its command
+    assert "text_classification --full" in pages["text_classification"]
+    for name in ("vision_classification", "ablations", "trajectories"):
+        assert "AuroRA" in pages[name], name
