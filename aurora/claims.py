@@ -508,8 +508,9 @@ def build_ledger(results_dir: Path | None = None) -> "pd.DataFrame":
     for claim in CLAIMS:
         try:
             judged = claim.judge(results_dir)
-        except ResultMissing as missing:
-            judged = _row("—", math.nan, math.nan, math.nan, "not testable here", str(missing))
+        except ResultMissing as missing:  # the note names the file relative to the results folder, as data/results/...
+            judged = _row("—", math.nan, math.nan, math.nan, "not testable here",
+                          str(missing).replace(str(results_dir), "data/results"))
         if judged["verdict"] not in VERDICTS:
             raise ValueError(f"claim {claim.claim_id}: verdict {judged['verdict']!r} is not one of {VERDICTS}")
         rows.append(dict(claim_id=claim.claim_id, paper=claim.paper, claim=claim.claim, paper_value=claim.paper_value,
