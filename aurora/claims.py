@@ -347,9 +347,11 @@ def _f2(results_dir: Path) -> dict[str, Any]:
     tables = [t for t in tables if {"seed", "path_length_full", "method"} <= set(t.columns)]
     if not tables:
         raise ResultMissing(folder / "summary.csv", command)
-    frame = pd.concat(tables).rename(columns={"path_length_full": "test_metric", "method": "label"})
-    frame = frame[frame["label"].isin(["aurora", "lora", "moslora"])].drop_duplicates(["label", "seed"])
-    table = paired_comparison(frame, "aurora").set_index("label")
+    frame = pd.concat([pd.DataFrame(dict(task=t["task"] if "task" in t else "", label=t["method"], seed=t["seed"],
+                                         test_metric=t["path_length_full"])) for t in tables], ignore_index=True)
+    frame = frame[frame["label"].isin(["aurora", "lora", "moslora"])]
+    frame = frame[frame["task"] == frame["task"].iloc[0]].drop_duplicates(["label", "seed"])  # the first task's runs
+    table = paired_comparison(frame.drop(columns="task"), "aurora").set_index("label")
     parts, notes = [], []
     for other in ("lora", "moslora"):
         d = table.loc[other]  # other − AuroRA: the claim needs it below 0

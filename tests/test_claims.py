@@ -113,3 +113,12 @@ def test_write_ledger_writes_claims_csv_with_provenance(tmp_path):
     folder = claims.write_ledger(tmp_path)
     assert (folder / "claims.csv").is_file() and (folder / "provenance.json").is_file()
     assert len(pd.read_csv(folder / "claims.csv")) == len(claims.CLAIMS)
+
+
+def test_path_lengths_from_a_table_with_label_and_method_columns(tmp_path):
+    (tmp_path / "trajectories").mkdir()
+    rows = [dict(task=task, seed=seed, label=f"{m} r=2", method=m, path_length_full=length + 0.01 * seed)
+            for task in ("dtd", "resisc45") for seed in range(5) for m, length in (("lora", 10.0), ("moslora", 9.0), ("aurora", 30.0))]
+    pd.DataFrame(rows).to_csv(tmp_path / "trajectories" / "summary.csv", index=False)
+    row = claims.build_ledger(tmp_path).set_index("claim_id").loc["F2"]
+    assert row["verdict"] == "supported" and row["our_value"] == pytest.approx(20.0)
