@@ -184,7 +184,8 @@ def _row(setting: str, value: float, low: float, high: float, verdict: str, note
 
 def _pair_row(runs: "pd.DataFrame", label: str, reference: str, rule: Callable[[float, float], str], setting: str) -> dict[str, Any]:
     d = _difference(runs, label, reference)
-    note = (f"{label} − {reference} over {int(d['paired_seeds'])} paired seeds (test accuracy, epoch and LR chosen on "
+    note = (f"{label} − {reference} = {_points(d['difference'])} [{_points(d['difference_ci_low'])}, "
+            f"{_points(d['difference_ci_high'])}] over {int(d['paired_seeds'])} paired seeds (test accuracy, epoch and LR chosen on "
             f"validation); harness verdict: {d['verdict']}; smallest detectable difference {_points(d['minimum_detectable_difference'])}")
     return _row(setting, d["difference"], d["difference_ci_low"], d["difference_ci_high"], rule(d["difference_ci_low"], d["difference_ci_high"]), note)
 
