@@ -464,16 +464,8 @@ class LoranLayer(AdapterLayer):
             return self.base_layer(x)
         if not isinstance(self.dropout, nn.Identity):
             return self.base_layer(x) + (self.dropout(x).to(self.lora_A.dtype) @ self.delta_weight().T).to(x.dtype)
-        base = self.base_layer
-        return _loran.loran_linear(x, base.weight, base.bias, self.lora_A, self.lora_B, self.loran_spec).to(x.dtype)
-
-    # (H2) Conv1D bases hold (d_in, d_out) weights; the fused kernel above takes nn.Linear's (d_out, d_in).
-    _linear_forward = forward
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fan_in_fan_out and not self.merged:
-            return self.base_layer(x) + (self.dropout(x).to(self.lora_A.dtype) @ self.delta_weight().T).to(x.dtype)
-        return self._linear_forward(x)
+        # base_weight() is (d_out, d_in) for nn.Linear and a transposed view for transformers' Conv1D
+        return _loran.loran_linear(x, self.base_weight(), self.base_layer.bias, self.lora_A, self.lora_B, self.loran_spec).to(x.dtype)
 
 
 register_method("lora", LoraLayer)
