@@ -246,12 +246,6 @@ def test_vision_and_ablation_full_modes_run_vit_b_on_hub_sets(stand_in, full_res
 FULL_CHAPTERS = ("text_classification", "vision_classification", "ablations", "trajectories")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "full-mode chapters crash on partial results (found by this rehearsal, 2026-12-02): text_classification's "
-    "claims.build_ledger() raises 'cannot reindex on an axis with duplicate labels'; vision_classification's "
-    "learning-rate grid cell indexes every method (.loc[[m.label for m in methods]]: KeyError for methods not run); "
-    "ablations' claims cell formats T5's pairs, None when the activation group was not run (TypeError). strict: once fixed, this "
-    "marker must go"))
 def test_full_mode_chapters_render_the_rehearsal_results_under_W(stand_in, full_results, tmp_path):
     """build_book.py --full (papermill, then jupyter-book -W) over the results the experiments above wrote: each
     chapter renders them and names what is missing with the command that makes it, without rerunning anything."""
