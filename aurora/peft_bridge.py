@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,6 +22,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from .config import AdapterConfig, require_choice
+from .io import _write_atomically
 from .inject import CONFIG_ATTRIBUTE, adapter_layers, add_adapters, linear_module_names, module_name_matches
 from .layers import MERGE_STRATEGIES, is_conv1d
 from .merge import checked_calibration
@@ -33,15 +33,6 @@ PEFT_CONFIG_FILE = "adapter_config.json"
 PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
 PREFIX = "base_model.model."  # PEFT's key prefix for a PeftModel around the base model
 LORA_KEYS = ("lora_A.weight", "lora_B.weight", "lora_B.bias", "lora_magnitude_vector")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 @torch.no_grad()

@@ -88,11 +88,24 @@ def test_measurement_rules(tmp_path):
     assert claims.build_ledger(tmp_path).set_index("claim_id").loc["INF", "verdict"] == "contradicted"
 
 
-def test_one_run_per_form_gives_no_verdict(tmp_path):
-    (tmp_path / "static_merge").mkdir()
-    pd.DataFrame(dict(form=["dynamic", "static"], test_accuracy=[0.81, 0.80])).to_csv(tmp_path / "static_merge" / "training.csv", index=False)
+def _merges(tmp_path, static_minus_dynamic):
+    """A synthetic ablations/merges.csv: 10 seeds scored dynamically and after a static merge."""
+    import numpy as np
+
+    (tmp_path / "ablations").mkdir(exist_ok=True)
+    dynamic = 0.8 + 0.01 * np.random.default_rng(0).standard_normal(10)
+    static = dynamic + static_minus_dynamic + 0.002 * np.random.default_rng(1).standard_normal(10)
+    rows = [dict(task="t", seed=k, merge=m, test_metric=v) for k in range(10) for m, v in (("none", dynamic[k]), ("static", static[k]))]
+    pd.DataFrame(rows).to_csv(tmp_path / "ablations" / "merges.csv", index=False)
+
+
+def test_t7a_pairs_the_static_merge_with_the_dynamic_model_over_seeds(tmp_path):
+    _merges(tmp_path, -0.30)
     row = claims.build_ledger(tmp_path).set_index("claim_id").loc["T7a"]
-    assert row["verdict"] == "inconclusive" and math.isnan(row["ci_low"]) and "one run" in row["note"]
+    assert row["verdict"] == "contradicted" and row["our_value"] == pytest.approx(-0.30, abs=0.01) and row["ci_high"] < -0.01
+    _merges(tmp_path, 0.0)
+    row = claims.build_ledger(tmp_path).set_index("claim_id").loc["T7a"]
+    assert row["verdict"] == "supported" and -0.01 < row["ci_low"] < row["ci_high"] < 0.01
 
 
 def test_verdict_rules_by_hand():

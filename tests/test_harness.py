@@ -93,7 +93,7 @@ def test_selected_epoch_is_the_best_validation_epoch_and_its_weights_are_scored(
         return original(model, data, metric, device, batch_size=batch_size)
 
     snapshots = []
-    original_states = harness._EpochStates.on_epoch_end
+    original_states = harness.EpochStates.on_epoch_end
 
     def record(self, epoch, model):
         original_states(self, epoch, model)
@@ -101,7 +101,7 @@ def test_selected_epoch_is_the_best_validation_epoch_and_its_weights_are_scored(
             snapshots.append((epoch, self.states[epoch]))
 
     monkeypatch.setattr(harness, "evaluate", spy)
-    monkeypatch.setattr(harness._EpochStates, "on_epoch_end", record)
+    monkeypatch.setattr(harness.EpochStates, "on_epoch_end", record)
     protocol = Protocol(lr_grid=(3e-1,), tuning_seeds=(100,), final_seeds=(0,), epochs=4, batch_size=8, smoke=True)
     run_protocol(task, METHODS[:1], protocol, tmp_path, progress=False)
     epochs = pd.read_csv(tmp_path / "epochs.csv")

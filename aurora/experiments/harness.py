@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "EpochStates",
     "PLAIN_KINDS",
     "VERDICTS",
     "RUN_KEY",
@@ -347,7 +348,7 @@ def read_runs(results_dir: Path | str) -> "pd.DataFrame":
 # ---------------------------------------------------------------------------------------------
 # one run
 # ---------------------------------------------------------------------------------------------
-class _EpochStates:
+class EpochStates:
     """Keeps the trainable tensors after every epoch (on the CPU) so the selected epoch can be restored."""
 
     def __init__(self) -> None:
@@ -375,7 +376,7 @@ def _run_one(task: Task, method: Method, protocol: Protocol, phase: str, lr: flo
         weight_decay=protocol.weight_decay, max_grad_norm=protocol.max_grad_norm, seed=seed, device=device,
         metric=task.metric, progress=False,
     )
-    states = _EpochStates() if phase == "final" else None
+    states = EpochStates() if phase == "final" else None
     result = fit(model, task.train, task.validation, config, callbacks=[states] if states else ())
     test_metric = test_loss = None
     if states is not None:

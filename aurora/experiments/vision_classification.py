@@ -48,7 +48,9 @@ from transformers import ViTConfig, ViTForImageClassification
 
 from aurora.data import ImagePreprocessing, load_image_classification, load_vision_model, vision_preprocessing
 from aurora.data.specs import subsample_indices
-from aurora.experiments.harness import Method, Protocol, Task, carve_validation, paired_comparison, resolve_device, run_protocol
+from aurora.experiments.harness import (
+    EpochStates, Method, Protocol, Task, carve_validation, paired_comparison, resolve_device, run_protocol,
+)
 from aurora.plots import method_style
 from aurora.results import REPO_ROOT, RESULTS_DIR
 from aurora.train import TrainConfig, evaluate, fit
@@ -202,32 +204,6 @@ PAPER_TABLE10: dict[str, dict[str, int]] = {
 mode loads have a train and a test split only (their sizes differ for EuroSAT, DTD and RESISC45, and
 CIFAR's 50,000 training images include the paper's 5,000 validation images), so full mode carves
 Table 10's number of validation images out of the hub's training split with a fixed seed."""
-
-# ---------------------------------------------------------------------------------------------
-# the tiny ViT (quick mode's stand-in for ViT-B/16 pre-trained on ImageNet-21k)
-# ---------------------------------------------------------------------------------------------
-PRETRAINED_DIR = REPO_ROOT / "data" / "pretrained" / "tiny_vit_fashion04"
-TINY_VIT = "tiny_vit"
-FULL_VIT = "google/vit-base-patch16-224-in21k"
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
-TINY_VIT_PREPROCESSING = ImagePreprocessing(28, (FASHION_MNIST_MEAN,) * 3, (FASHION_MNIST_STD,) * 3)
-"""Grey images repeated to RGB (as ViT-B gets them), resized to 28×28, normalised with Fashion-MNIST's statistics."""
-
-
-def tiny_vit_config(num_labels: int) -> ViTConfig:
-    """A 4-layer, 64-wide ViT on 28×28 RGB images with 7×7 patches (16 patches + [CLS]), ~0.14M parameters."""
-    return ViTConfig(
-        image_size=28,
-        patch_size=7,
-        num_channels=3,
-        hidden_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=128,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=num_labels,
-    )
 
 
 def _fresh_head(model: ViTForImageClassification, num_labels: int, seed: int) -> ViTForImageClassification:
@@ -562,22 +538,6 @@ def reuse_runs(source: Path, target: Path, labels: Sequence[str], protocol: Prot
     return len(new)
 
 
-class _EpochWeights:
-    """Keeps the trainable tensors after every epoch so the epoch selected on validation can be restored."""
-
-    def __init__(self) -> None:
-        self.states: dict[int, dict[str, torch.Tensor]] = {}
-
-    def on_epoch_end(self, epoch: int, model: nn.Module) -> None:
-        self.states[epoch] = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
-
-    def restore(self, model: nn.Module, epoch: int) -> None:
-        parameters = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in self.states[epoch].items():
-                parameters[name].copy_(value)
-
-
 def replay_final_run(task: Task, method: Method, protocol: Protocol, row: Mapping[str, Any], device: str = "auto",
                      callbacks: Sequence[Any] = ()) -> nn.Module:
     """Train ``method`` again exactly as the harness trained the final run ``row`` (its seed and rates), with ``callbacks``.
@@ -596,7 +556,7 @@ def replay_final_run(task: Task, method: Method, protocol: Protocol, row: Mappin
     config = TrainConfig(epochs=protocol.epochs, batch_size=protocol.batch_size, lr=float(row["lr"]), head_lr=head_lr,
                          warmup_ratio=protocol.warmup_ratio, weight_decay=protocol.weight_decay,
                          max_grad_norm=protocol.max_grad_norm, seed=seed, device=device, metric=task.metric, progress=False)
-    weights = _EpochWeights()
+    weights = EpochStates()
     result = fit(model, task.train, task.validation, config, callbacks=[*callbacks, weights])
     if not math.isclose(result.best_metric, float(row["validation_metric"]), abs_tol=1e-9):
         raise ValueError(f"replay of {method.label!r} seed {seed} scored {result.best_metric} on validation, the run table "
