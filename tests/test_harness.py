@@ -167,10 +167,10 @@ def test_interrupted_run_keeps_every_finished_row(tmp_path, monkeypatch):
 
 def test_atomic_write_replaces_a_table_without_a_partial_file(tmp_path, monkeypatch):
     path = tmp_path / "runs.csv"
-    harness._atomic_write_csv(path, [dict(a=1, b=2.5)])
+    harness.write_csv_atomically(path, [dict(a=1, b=2.5)])
     monkeypatch.setattr(harness.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk gone")))
     with pytest.raises(OSError):
-        harness._atomic_write_csv(path, [dict(a=7, b=8.0)])
+        harness.write_csv_atomically(path, [dict(a=7, b=8.0)])
     assert pd.read_csv(path).to_dict("records") == [dict(a=1, b=2.5)]
 
 

@@ -76,6 +76,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EpochStates",
+    "write_csv_atomically",
     "PLAIN_KINDS",
     "VERDICTS",
     "RUN_KEY",
@@ -288,7 +289,8 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def _atomic_write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+def write_csv_atomically(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write ``rows`` (the union of their keys as columns) to ``path`` through a temporary file that replaces it."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
     temporary = path.with_name(f".{path.name}.tmp")
     with open(temporary, "w", newline="") as handle:
@@ -493,8 +495,8 @@ def run_protocol(
             row, rows = _run_one(task, method, protocol, phase, lr, head_lr, seed, device)
             runs.append(row)
             epochs.extend(rows)
-            _atomic_write_csv(folder / "epochs.csv", epochs)  # epochs first: a run in runs.csv always has its epochs
-            _atomic_write_csv(folder / "runs.csv", runs)
+            write_csv_atomically(folder / "epochs.csv", epochs)  # epochs first: a run in runs.csv always has its epochs
+            write_csv_atomically(folder / "runs.csv", runs)
             done[_key(row)] = row
             finished.append(row)
         return finished
@@ -503,7 +505,7 @@ def run_protocol(
     tuning_jobs = [("tuning", m, lr, head, seed) for m in methods for lr, head in protocol.grid(m) for seed in protocol.tuning_seeds]
     tuned = execute(tuning_jobs, f"{task.name}: tuning")
     selection = select_learning_rates(tuned)
-    _atomic_write_csv(folder / "selection.csv", [dict(task=task.name, **row) for row in selection])
+    write_csv_atomically(folder / "selection.csv", [dict(task=task.name, **row) for row in selection])
     chosen = {row["label"]: (row["lr"], row["head_lr"]) for row in selection if row["chosen"]}
     final_jobs = [("final", m, *chosen[m.label], seed) for seed in protocol.final_seeds for m in methods]
     (folder / "summary.csv").unlink(missing_ok=True)  # absent until it is recomputed from this design's runs
@@ -526,7 +528,7 @@ def _write_summary(folder: Path, final_rows: list[Mapping[str, Any]], reference:
         table = paired_comparison(rows, reference, "test_metric")
         table.insert(0, "task", task_name)
         tables.append(table)
-    _atomic_write_csv(folder / "summary.csv", pd.concat(tables).to_dict("records"))
+    write_csv_atomically(folder / "summary.csv", pd.concat(tables).to_dict("records"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from aurora.data import ImagePreprocessing, load_image_classification, load_visi
 from aurora.data.specs import subsample_indices
 from aurora.experiments.harness import (
     EpochStates, Method, Protocol, Task, carve_validation, paired_comparison, resolve_device, run_protocol,
+    write_csv_atomically,
 )
 from aurora.plots import method_style
 from aurora.results import REPO_ROOT, RESULTS_DIR
@@ -499,16 +500,6 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    temporary.replace(path)
-
-
 _RUN_IDENTITY = ("phase", "task", "label", "method_id", "protocol_id", "lr", "head_lr", "seed")
 
 
@@ -533,8 +524,8 @@ def reuse_runs(source: Path, target: Path, labels: Sequence[str], protocol: Prot
     keys = {tuple(row[k] for k in _RUN_IDENTITY) for row in new}
     epochs = _read_rows(target / "epochs.csv")
     epochs += [row for row in _read_rows(Path(source) / "epochs.csv") if tuple(row[k] for k in _RUN_IDENTITY) in keys]
-    _write_rows(target / "epochs.csv", epochs)  # epochs first, as the harness writes them
-    _write_rows(target / "runs.csv", runs + new)
+    write_csv_atomically(target / "epochs.csv", epochs)  # epochs first, as the harness writes them
+    write_csv_atomically(target / "runs.csv", runs + new)
     return len(new)
 
 
