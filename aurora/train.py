@@ -21,6 +21,7 @@ import numbers
 import os
 import random
 import re
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -228,15 +229,27 @@ def compute_metric(name: str, predictions: np.ndarray, labels: np.ndarray) -> fl
 # ---------------------------------------------------------------------------------------------
 # optimizer and schedule
 # ---------------------------------------------------------------------------------------------
+def _peft_tuner_layers(model: nn.Module) -> list[nn.Module]:
+    """PEFT's tuner layers in ``model`` (none when PEFT was never imported: then no PEFT model exists)."""
+    if "peft" not in sys.modules:
+        return []
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [module for module in model.modules() if isinstance(module, BaseTunerLayer)]
+
+
 def parameter_groups(
     model: nn.Module, lr: float, weight_decay: float, head_lr: float | None = None, head_weight_decay: float | None = None
 ) -> list[dict[str, Any]]:
     """AdamW parameter groups: adapter parameters, then every other trainable parameter (the head).
 
     App. G (Table 13) tunes the adapters' and the classification head's learning rates separately.
+    Adapter parameters are those of aurora's adapter layers and, in a PEFT model, of PEFT's tuner layers
+    (LoRA, DoRA, VeRA, FourierFT, ...), so ``head_lr`` means the same for both.
     Groups without parameters are left out; ``ValueError`` if nothing is trainable.
     """
-    adapter_ids = {id(p) for _, layer in adapter_layers(model) for n, p in layer.named_parameters() if not n.startswith("base_layer.")}
+    layers = [layer for _, layer in adapter_layers(model)] + _peft_tuner_layers(model)
+    adapter_ids = {id(p) for layer in layers for n, p in layer.named_parameters() if not n.startswith("base_layer.")}
     adapter = [p for p in model.parameters() if p.requires_grad and id(p) in adapter_ids]
     head = [p for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids]
     groups = [

@@ -259,3 +259,11 @@ def test_bad_designs_raise_value_errors():
 def test_device_auto_resolves_to_what_is_there():
     assert harness.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert harness.resolve_device("cpu") == "cpu"
+
+
+def test_late_validation_gain_measures_the_rise_in_the_last_quarter():
+    # 8 epochs: the last quarter is epochs 7-8; the best before them is 0.70
+    assert harness.late_validation_gain([0.5, 0.6, 0.65, 0.7, 0.68, 0.69, 0.72, 0.75]) == pytest.approx(0.05)
+    assert harness.late_validation_gain([0.5, 0.8, 0.7, 0.7, 0.7, 0.7, 0.75, 0.79]) == 0.0  # flattened: no gain
+    assert harness.late_validation_gain([0.4, 0.6]) == pytest.approx(0.2)
+    assert math.isnan(harness.late_validation_gain([0.4]))

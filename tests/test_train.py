@@ -111,6 +111,26 @@ def test_parameter_groups_split_adapter_and_head() -> None:
         parameter_groups(frozen, lr=1e-3, weight_decay=0.0)
 
 
+@pytest.mark.parametrize("kind", ["lora", "dora", "vera", "fourierft"])
+def test_parameter_groups_split_a_peft_model_as_peft_does(kind: str) -> None:
+    """PEFT's tuner parameters train at ``lr``, its ``modules_to_save`` copy of the head at ``head_lr``."""
+    import peft
+
+    options = dict(target_modules=["body", "mid"], modules_to_save=["classifier"])
+    config = {"lora": lambda: peft.LoraConfig(r=2, **options), "dora": lambda: peft.LoraConfig(r=2, use_dora=True, **options),
+              "vera": lambda: peft.VeraConfig(r=4, **options),
+              "fourierft": lambda: peft.FourierFTConfig(n_frequency=8, **options)}[kind]()
+    model = peft.get_peft_model(ToyClassifier(), config)
+    groups = {g["name"]: g for g in parameter_groups(model, lr=1e-3, weight_decay=0.0, head_lr=5e-2)}
+    names = {id(p): n for n, p in model.named_parameters()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    head = {n for n in trainable if ".modules_to_save." in n}  # PEFT's own naming of the trainable head copy
+    assert head and trainable - head
+    assert {names[id(p)] for p in groups["head"]["params"]} == head
+    assert {names[id(p)] for p in groups["adapter"]["params"]} == trainable - head
+    assert (groups["adapter"]["lr"], groups["head"]["lr"]) == (1e-3, 5e-2)
+
+
 def test_head_learning_rate_is_used() -> None:
     """With a zero-effect head LR the head does not move while the adapters do."""
     data = toy_classification(n=64)

@@ -21,7 +21,8 @@ objects and hand them to :func:`run_protocol`:
 1. **tuning**: every method x every grid point x every tuning seed, trained for ``epochs``; each
    run's score is its validation metric at its best validation epoch; a method's rate is the grid
    point with the best mean score over the tuning seeds (ties: the smaller rate). The test split is
-   not touched.
+   not touched. Every run records :func:`late_validation_gain` (how much its validation curve still
+   rose in the last quarter of the budget), the check that the budget was long enough.
 2. **final**: every method x every final seed at its chosen rate. The epoch is chosen on validation
    (the first epoch with the best validation metric), the trainable weights of that epoch are
    restored (kept in CPU memory after each epoch by a :class:`aurora.train.Callback`) and the test
@@ -85,6 +86,7 @@ __all__ = [
     "Protocol",
     "carve_validation",
     "trainable_parameters",
+    "late_validation_gain",
     "resolve_device",
     "run_protocol",
     "select_learning_rates",
@@ -367,6 +369,19 @@ class EpochStates:
                 parameters[name].copy_(value)
 
 
+def late_validation_gain(curve: Sequence[float], tail: float = 0.25) -> float:
+    """How much the validation curve still rose at the end of the budget (0 when it had flattened).
+
+    The best metric in the last ``tail`` of the epochs minus the best before them, floored at 0: a run
+    whose best epoch lies earlier gains nothing from its last epochs. ``curve``: one value per epoch;
+    NaN for a one-epoch run (there is nothing to compare with).
+    """
+    if len(curve) < 2:
+        return math.nan
+    split = min(len(curve) - 1, max(1, math.ceil(len(curve) * (1 - tail))))
+    return max(0.0, float(max(curve[split:]) - max(curve[:split])))
+
+
 def _run_one(task: Task, method: Method, protocol: Protocol, phase: str, lr: float, head_lr: float | None, seed: int,
              device: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     model = task.make_model(seed)
@@ -401,6 +416,7 @@ def _run_one(task: Task, method: Method, protocol: Protocol, phase: str, lr: flo
         selected_epoch=result.best_epoch,
         validation_metric=result.best_metric,
         last_epoch_validation_metric=result.final_metric,
+        late_validation_gain=late_validation_gain([r.metric for r in result.history]),
         test_metric=test_metric,
         test_loss=test_loss,
         smoke=protocol.smoke,
@@ -573,7 +589,9 @@ def paired_comparison(runs: "pd.DataFrame", reference_label: str, metric: str = 
     """Per method: mean and 95 % t interval of ``metric`` over seeds, and its paired difference to the reference.
 
     ``runs``: final runs of one task (columns ``label``, ``seed``, ``metric``; optional ``adapter_params``,
-    ``lr``, ``head_lr``, ``selected_epoch``, ``epochs``). The difference pairs runs with the same seed;
+    ``lr``, ``head_lr``, ``selected_epoch``, ``epochs``, ``late_validation_gain``: then also
+    ``mean_selected_epoch``, ``share_selected_last_epoch`` and ``mean_late_validation_gain``, which say
+    whether the epoch budget was long enough). The difference pairs runs with the same seed;
     its columns are ``difference``, ``difference_ci_low``/``_high``, ``paired_seeds``,
     ``minimum_detectable_difference`` (:func:`minimum_detectable_difference`) and ``verdict``
     (:func:`verdict`; ``"reference"`` for the reference itself). Rows keep the order of first appearance.
@@ -599,6 +617,8 @@ def paired_comparison(runs: "pd.DataFrame", reference_label: str, metric: str = 
             row["mean_selected_epoch"] = float(group["selected_epoch"].mean())
             if "epochs" in group:
                 row["share_selected_last_epoch"] = float((group["selected_epoch"] == group["epochs"]).mean())
+        if "late_validation_gain" in group:
+            row["mean_late_validation_gain"] = float(group["late_validation_gain"].mean())
         paired = group.set_index("seed")[metric].astype(float)
         shared = sorted(set(paired.index) & set(reference.index))
         differences = [float(paired[s] - reference[s]) for s in shared]
