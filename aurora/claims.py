@@ -494,6 +494,9 @@ CLAIMS: tuple[Claim, ...] = (
           "Table 1, RoBERTa-base avg.: AuroRA 87.1 vs FourierFT 85.0", "text_classification", _baseline("PEFT FourierFT n=1000")),
     Claim("BL-VeRA", "AuroRA", "AuroRA beats VeRA (PEFT, r=256)", "cited as a baseline family (Sec. 4); not in Table 1",
           "text_classification", _baseline("PEFT VeRA r=256")),
+    Claim("BL-PiSSA", "AuroRA", "AuroRA beats PiSSA (PEFT LoRA r=8 with principal-singular-vector initialisation)",
+          "Table 2, LLaMA3-8B commonsense avg. (numbers the paper takes from MiLoRA): PiSSA 75.4 (83.8M) vs AuroRA's "
+          "higher average (3.5M); PiSSA is not in Table 1", "text_classification", _baseline("PEFT PiSSA r=8")),
     Claim("FAIR", "—", "Our LoRA and PEFT's LoRA agree (a check that the harness treats both alike)", "—",
           "text_classification", _fair),
     Claim("T2", "AuroRA", "AuroRA beats LoRA, PiSSA and MiLoRA on LLaMA3-8B commonsense reasoning with 3.5M parameters",

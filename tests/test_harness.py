@@ -267,3 +267,12 @@ def test_late_validation_gain_measures_the_rise_in_the_last_quarter():
     assert harness.late_validation_gain([0.5, 0.8, 0.7, 0.7, 0.7, 0.7, 0.75, 0.79]) == 0.0  # flattened: no gain
     assert harness.late_validation_gain([0.4, 0.6]) == pytest.approx(0.2)
     assert math.isnan(harness.late_validation_gain([0.4]))
+
+
+def test_budget_binds_flags_gains_above_one_validation_example():
+    summary = pd.DataFrame(dict(label=["flat", "rising", "edge"], mean_late_validation_gain=[0.0, 0.02, 0.004]))
+    assert harness.budget_binds(summary, validation_size=250) == ["rising"]  # 1/250 = 0.004 is not above itself
+    assert harness.budget_binds(summary, validation_size=100) == ["rising"]
+    assert harness.budget_binds(summary, validation_size=1000) == ["rising", "edge"]
+    with pytest.raises(ValueError, match="mean_late_validation_gain"):
+        harness.budget_binds(summary.drop(columns="mean_late_validation_gain"), 100)

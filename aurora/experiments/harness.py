@@ -87,6 +87,7 @@ __all__ = [
     "carve_validation",
     "trainable_parameters",
     "late_validation_gain",
+    "budget_binds",
     "resolve_device",
     "run_protocol",
     "select_learning_rates",
@@ -380,6 +381,17 @@ def late_validation_gain(curve: Sequence[float], tail: float = 0.25) -> float:
         return math.nan
     split = min(len(curve) - 1, max(1, math.ceil(len(curve) * (1 - tail))))
     return max(0.0, float(max(curve[split:]) - max(curve[:split])))
+
+
+def budget_binds(summary: "pd.DataFrame", validation_size: int) -> list[str]:
+    """Labels of a :func:`paired_comparison` table whose validation curves still rose at the end of the budget.
+
+    A method binds when its ``mean_late_validation_gain`` exceeds one validation example
+    (``1 / validation_size``, the metric's resolution for accuracy): longer training might change its number.
+    """
+    if "mean_late_validation_gain" not in summary:
+        raise ValueError("summary has no mean_late_validation_gain column (runs made before it was recorded)")
+    return summary.loc[summary["mean_late_validation_gain"] > 1.0 / validation_size, "label"].tolist()
 
 
 def _run_one(task: Task, method: Method, protocol: Protocol, phase: str, lr: float, head_lr: float | None, seed: int,
