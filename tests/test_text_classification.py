@@ -140,6 +140,11 @@ def test_quick_task_and_protocol_on_a_few_reviews(tmp_path) -> None:
     assert finals["test_metric"].between(0, 1).all() and (finals["selected_on"] == "validation").all()
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert list(summary["label"]) == [m.label for m in methods]
+    status = tc.results_status(tmp_path)
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert status["complete"] and status["final_runs"] == len(finals) == 2 * len(methods)
+    assert status["training_s"] == pytest.approx(runs["wall_time_s"].sum()) and status["training_s"] > 0
+    assert tc.results_status(tmp_path / "absent")["exists"] is False
 
 
 @needs_minilm

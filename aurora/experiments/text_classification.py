@@ -542,17 +542,22 @@ def loran_studies(folder: Path) -> dict[str, "pd.DataFrame"]:
 
 
 def results_status(folder: Path) -> dict[str, Any]:
-    """What a results folder holds: ``exists``, ``complete`` (its design finished), final runs and seeds so far."""
+    """What a results folder holds: ``exists``, ``complete`` (its design finished), final runs and seeds so far,
+    ``wall_time_s`` (the last command's wall time; a resumed design took several) and ``training_s`` (every
+    run's training time in ``runs.csv`` added up, over all the commands that made them)."""
     import json
+
+    import pandas as pd
 
     folder = Path(folder)
     if not (folder / "runs.csv").is_file():
-        return dict(exists=False, complete=False, final_runs=0, seeds=0, wall_time_s=None, command=None)
+        return dict(exists=False, complete=False, final_runs=0, seeds=0, wall_time_s=None, training_s=None, command=None)
     provenance = json.loads((folder / "provenance.json").read_text()) if (folder / "provenance.json").is_file() else {}
     finals = final_runs(folder)
     return dict(exists=True, complete=bool(provenance.get("config", {}).get("complete")), final_runs=len(finals),
                 seeds=int(finals.groupby("label")["seed"].nunique().min()) if len(finals) else 0,
                 wall_time_s=provenance.get("wall_time_s"), command=provenance.get("command"),
+                training_s=float(pd.read_csv(folder / "runs.csv")["wall_time_s"].sum()),
                 git_commit=provenance.get("git_commit"), device=provenance.get("device_description"))
 
 
