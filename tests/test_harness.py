@@ -276,3 +276,13 @@ def test_budget_binds_flags_gains_above_one_validation_example():
     assert harness.budget_binds(summary, validation_size=1000) == ["rising", "edge"]
     with pytest.raises(ValueError, match="mean_late_validation_gain"):
         harness.budget_binds(summary.drop(columns="mean_late_validation_gain"), 100)
+
+
+def test_selection_grid_marks_the_chosen_rate(tmp_path):
+    rows = [dict(task="t", label=label, lr=lr, head_lr=None, tuning_seeds=2, mean_validation_metric=value, chosen=chosen)
+            for label, lr, value, chosen in (("a", 0.01, 0.5, False), ("a", 0.1, 0.625, True),
+                                             ("b", 0.01, 0.75, True), ("b", 0.1, 0.25, False))]
+    pd.DataFrame(rows).to_csv(tmp_path / "selection.csv", index=False)
+    grid = harness.selection_grid(tmp_path, ["b", "a", "not run"])
+    assert list(grid.index) == ["b", "a"] and list(grid.columns) == ["rate 0.01", "rate 0.1"]
+    assert grid.loc["a", "rate 0.1"] == "62.5*" and grid.loc["b", "rate 0.01"] == "75.0*" and grid.loc["b", "rate 0.1"] == "25.0"

@@ -93,6 +93,7 @@ __all__ = [
     "select_learning_rates",
     "paired_comparison",
     "read_runs",
+    "selection_grid",
 ]
 
 PLAIN_KINDS = ("head", "full")
@@ -338,6 +339,22 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
 
 def _key(row: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(_format(row[name]) for name in RUN_KEY)
+
+
+def selection_grid(results_dir: Path | str, labels: Sequence[str] | None = None) -> "pd.DataFrame":
+    """The tuning phase at a glance: per method (rows) and rate (columns) the mean validation metric (%)
+    over the tuning seeds, the chosen rate marked ``*``; ``labels`` picks and orders the rows."""
+    import pandas as pd
+
+    selection = pd.read_csv(Path(results_dir) / "selection.csv")
+    selection["cell"] = [f"{100 * value:.1f}{'*' if chosen else ''}"
+                         for value, chosen in zip(selection["mean_validation_metric"], selection["chosen"])]
+    grid = selection.pivot(index="label", columns="lr", values="cell")
+    if labels is not None:
+        grid = grid.loc[[label for label in labels if label in grid.index]]
+    grid.columns = [f"rate {rate:g}" for rate in grid.columns]
+    grid.index.name = "Method"
+    return grid
 
 
 def read_runs(results_dir: Path | str) -> "pd.DataFrame":
