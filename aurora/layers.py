@@ -33,7 +33,7 @@ from torch import nn
 
 from .config import AdapterConfig, require_choice
 from . import loran as _loran
-from .nonlinear import AdaptiveNonlinearLayer
+from .nonlinear import AdaptiveNonlinearLayer, anl_update
 from .registry import register_method
 
 __all__ = [
@@ -341,6 +341,21 @@ class AuroraLayer(AdapterLayer):
 
     def down_projection(self) -> torch.Tensor:
         return self.activated_down_projection()
+
+    fused_update: bool = True
+    """Whether the dynamic form runs as one autograd node (:func:`aurora.nonlinear.anl_update`); ``False`` calls the
+    ANL as a module between two products, as :func:`aurora.profiling.use_reference_forward` needs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The dynamic form as one autograd node, ``W0 x + b + s · B σ(A x)`` (:attr:`fused_update`); the static form,
+        merged or half-precision layers, autocast and ``torch.func`` transforms take the generic path."""
+        if (not self.fused_update or self.merged or self.form == "static" or self.base_layer.weight.dtype != self.lora_A.dtype
+                or torch._C._are_functorch_transforms_active() or torch.is_autocast_enabled(x.device.type)):
+            return super().forward(x)
+        result = self.base_layer(x)
+        flat = self.dropout(x).reshape(-1, self.in_features)
+        fused = anl_update(result.reshape(-1, self.out_features), flat, self.lora_A, self.lora_B, self.scaling, self.anl)
+        return fused.view(result.shape)
 
     def low_rank_factors(self, strategy: str = "static", inputs: torch.Tensor | None = None):
         require_choice("strategy", strategy, MERGE_STRATEGIES)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .config import require_choice
-from .layers import LoranLayer
+from .layers import AuroraLayer, LoranLayer
 from .nonlinear import AdaptiveNonlinearLayer
 from .spline import bspline_basis
 
@@ -140,6 +140,7 @@ def peak_cuda_step_bytes(step: Callable[[], None], device: str) -> int | None:
 VIEW_OPS = frozenset({
     "aten::view", "aten::_unsafe_view", "aten::reshape", "aten::t", "aten::numpy_T", "aten::transpose", "aten::permute",
     "aten::unsqueeze", "aten::squeeze", "aten::expand", "aten::slice", "aten::select", "aten::as_strided", "aten::alias",
+    "aten::unbind", "aten::view_as", "aten::flatten", "aten::unflatten",
     "aten::detach", "aten::lift_fresh", "aten::to", "aten::_to_copy_noop", "aten::chunk", "aten::split", "aten::unfold",
     "aten::empty", "aten::empty_strided", "aten::new_empty_strided", "aten::resolve_conj", "aten::resolve_neg",
 })
@@ -225,7 +226,8 @@ REFERENCE_FORWARDS: dict[str, tuple[type[nn.Module], Callable[..., torch.Tensor]
 def use_reference_forward(model: nn.Module, variant: str) -> int:
     """Make every ANL (or LoRAN layer) in ``model`` compute with ``REFERENCE_FORWARDS[variant]``; returns how many.
 
-    Only the ``forward`` of these instances changes (parameters, buffers and state dicts do not).
+    Only the ``forward`` of these instances changes (parameters, buffers and state dicts do not); AuroRA layers
+    then call their ANL as a module (``AuroraLayer.fused_update = False``) instead of their one-node update.
     """
     require_choice("variant", variant, tuple(REFERENCE_FORWARDS))
     kind, forward = REFERENCE_FORWARDS[variant]
@@ -234,6 +236,8 @@ def use_reference_forward(model: nn.Module, variant: str) -> int:
         if isinstance(module, kind):
             module.forward = types.MethodType(forward, module)  # type: ignore[method-assign]
             count += 1
+        if kind is AdaptiveNonlinearLayer and isinstance(module, AuroraLayer):
+            module.fused_update = False
     return count
 
 

@@ -9,9 +9,10 @@ Two evaluations of the same functions:
   polynomial of the offset ``f ∈ [0, 1)`` inside the interval (a piece of the cardinal B-spline). So
   ``Σ_k c_k B_k(z)`` is a polynomial per interval, whose coefficients are one matrix product of
   ``c`` with :func:`interval_polynomial_map` per call; each point gathers one row and evaluates it by
-  Horner's rule, with memory independent of ``grid_size``. The ANL (:mod:`aurora.nonlinear`) calls
-  :func:`polynomial_table`, :func:`locate` and :func:`horner` itself, to keep their intermediates
-  for its hand-written backward.
+  Horner's rule, with memory independent of ``grid_size``. The ANL's plain-op form
+  (:mod:`aurora.nonlinear`) calls :func:`polynomial_table`, :func:`locate` and :func:`horner`; its one-node
+  fast path keeps the same table power-major (:func:`shared_power_major_map`: each power's coefficients a
+  contiguous row), so that one ``index_select`` gathers them and one ``index_add_`` scatters their gradients.
 
 Chapters: ``book/anl_explorer.md``, ``book/cost.md``.
 """
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from numpy.polynomial import polynomial as npoly
 
-__all__ = ["uniform_knots", "bspline_basis", "num_bases", "cardinal_bspline_pieces", "interval_polynomial_map", "shared_interval_polynomial_map", "polynomial_map_bytes", "max_grid_size", "require_polynomial_map_fits", "MAX_POLYNOMIAL_MAP_BYTES", "polynomial_table", "first_rows", "locate", "horner", "horner_derivative", "uniform_spline"]
+__all__ = ["uniform_knots", "bspline_basis", "num_bases", "cardinal_bspline_pieces", "interval_polynomial_map", "shared_interval_polynomial_map", "shared_power_major_map", "polynomial_map_bytes", "max_grid_size", "require_polynomial_map_fits", "MAX_POLYNOMIAL_MAP_BYTES", "polynomial_table", "first_rows", "locate", "horner", "horner_derivative", "uniform_spline"]
 
 
 def num_bases(grid_size: int, spline_order: int) -> int:
@@ -177,6 +178,17 @@ def shared_interval_polynomial_map(n_bases: int, order: int, dtype: torch.dtype,
     return interval_polynomial_map(n_bases, order).to(dtype=dtype, device=device)
 
 
+@functools.lru_cache(maxsize=16)
+def shared_power_major_map(n_bases: int, order: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`shared_interval_polynomial_map` laid out ``((order + 1) · (n_intervals + 2), n_bases)``, power-major.
+
+    ``map @ coefficients.T`` for ``C`` curves is ``(order + 1) · (n_intervals + 2)`` rows of ``C`` entries: viewed as
+    ``(order + 1, (n_intervals + 2) · C)``, power ``p``'s coefficient of interval row ``i`` of curve ``c`` sits at
+    ``[p, i · C + c]``. Shared and read-only like the map it rearranges.
+    """
+    return shared_interval_polynomial_map(n_bases, order, dtype, device).permute(2, 1, 0).reshape(-1, n_bases).contiguous()
+
+
 def polynomial_table(coefficients: torch.Tensor, polynomial_map: torch.Tensor) -> torch.Tensor:
     """Per-interval polynomials of the curves ``coefficients`` (``(C, n_bases)``): ``(C, n_intervals + 2, order + 1)``."""
     if polynomial_map.shape[0] != coefficients.shape[-1]:
@@ -205,20 +217,22 @@ def locate(
     return scaled - interval, interval.long() + curve_rows
 
 
-def horner(coefficients: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """``P(f) = Σ_p coefficients[..., p] f^p`` by Horner's rule."""
-    *lower, value = coefficients.unbind(-1)
+def horner(coefficients: torch.Tensor, f: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``P(f) = Σ_p coefficients[..., p] f^p`` by Horner's rule (the powers along ``dim``; a fresh tensor)."""
+    *lower, value = coefficients.unbind(dim)
+    if not lower:
+        return value.clone()
     for coefficient in reversed(lower):
         value = torch.addcmul(coefficient, value, f)
     return value
 
 
-def horner_derivative(coefficients: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+def horner_derivative(coefficients: torch.Tensor, f: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """``P'(f) = Σ_{p≥1} p · coefficients[..., p] f^(p-1)``, one ``addcmul`` per degree and no weight tensor.
 
     Horner on ``e_p = d_p / p``, where ``d_p = p c_p + f d_(p+1)``: ``e_p = c_p + (p+1)/p · f e_(p+1)``, and ``P' = e_1``.
     """
-    _, *upper = coefficients.unbind(-1)
+    _, *upper = coefficients.unbind(dim)
     if not upper:  # a constant: P' = 0
         return torch.zeros_like(f)
     value = upper[-1]

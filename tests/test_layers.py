@@ -185,3 +185,69 @@ def test_method_facts(options):
         up, down, bias = layer.low_rank_factors("static")
         assert bias is None and down.shape == (layer.rank, layer.in_features)
         torch.testing.assert_close(up @ down, delta_w)
+
+
+def first_nodes(tensor: torch.Tensor) -> str:
+    """Names of the autograd node that made ``tensor`` and of the nodes feeding it."""
+    node = tensor.grad_fn
+    return " ".join([type(node).__name__, *(type(n).__name__ for n, _ in node.next_functions if n is not None)])
+
+
+AURORA_NODE_CASES = [
+    dict(activation=a, spline_mode=m, fixed_nonlinearity=f, learnable_nonlinearity=l)
+    for a, m, (f, l) in [("tanh", "per_unit", (True, True)), ("tanh", "sum", (True, True)), ("sigmoid", "per_edge", (True, True)),
+                         ("leaky_relu", "per_unit", (True, True)), ("tanh", "per_unit", (False, True)), ("tanh", "per_edge", (True, False))]
+]
+
+
+@pytest.mark.parametrize("options", AURORA_NODE_CASES, ids=lambda o: "-".join(str(v) for v in o.values()))
+def test_aurora_one_node_update_matches_autograd_of_eq4(options):
+    """The dynamic layer's one-node update against autograd through ``W0 x + b + s · B σ(A x)`` written with the ANL's
+    plain-op form: values, gradients of every input and parameter, and second derivatives."""
+    _, layer, base = wrapped(dict(method="aurora", rank=3, alpha=4.5, self_projection_init="kaiming", spline_init_scale=0.5, **options))
+    x = (torch.randn(2, 5, 7, dtype=torch.float64) * 2).requires_grad_()  # A x partly outside the grid
+    params = [p for n, p in layer.named_parameters() if not n.startswith("base_layer.")]
+
+    def reference(x):
+        return base(x) + layer.scaling * layer.anl.autograd_forward(x @ layer.lora_A.T) @ layer.lora_B.T
+
+    ours, expected = layer(x), reference(x)
+    assert "AnlUpdate" in first_nodes(ours)
+    torch.testing.assert_close(ours, expected, atol=1e-13, rtol=0)
+    weights = torch.randn_like(ours)
+    inputs = [x, *params]
+    first = torch.autograd.grad((ours * weights).sum(), inputs, create_graph=True)
+    first_expected = torch.autograd.grad((expected * weights).sum(), inputs, create_graph=True)
+    directions = [torch.randn_like(g) for g in first]
+    second, second_expected = (
+        torch.autograd.grad(sum((g * d).sum() for g, d in zip(grads, directions)), inputs, allow_unused=True, materialize_grads=True)
+        for grads in (first, first_expected)
+    )
+    for got, want in zip([*first, *second], [*first_expected, *second_expected]):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("frozen", [(), ("lora_A",), ("lora_B", "anl.self_projection"), ("anl.spline_coefficients", "lora_A")])
+def test_aurora_one_node_update_with_frozen_parts(frozen):
+    """Only what requires a gradient gets one, and those equal autograd's (the node skips the products it does not need)."""
+    _, layer, base = wrapped(dict(method="aurora", rank=2, alpha=4.0, self_projection_init="kaiming", spline_init_scale=0.5))
+    for name in frozen:
+        layer.get_parameter(name).requires_grad_(False)
+    x = torch.randn(6, 7, dtype=torch.float64) * 2
+    trained = [p for n, p in layer.named_parameters() if p.requires_grad]
+    expected = base(x) + layer.scaling * layer.anl.autograd_forward(x @ layer.lora_A.T) @ layer.lora_B.T
+    weights = torch.randn_like(expected)
+    ours = torch.autograd.grad((layer(x) * weights).sum(), trained)
+    for got, want in zip(ours, torch.autograd.grad((expected * weights).sum(), trained)):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
+def test_aurora_generic_path_when_the_update_is_not_fused():
+    """``fused_update=False`` (the benchmark's reference rows) computes the same layer through the ANL module."""
+    _, layer, _ = wrapped(dict(method="aurora", rank=2, alpha=4.0, self_projection_init="kaiming"))
+    x = torch.randn(4, 7, dtype=torch.float64)
+    fused = layer(x)
+    layer.fused_update = False
+    unfused = layer(x)
+    assert "AnlUpdate" in first_nodes(fused) and "AnlUpdate" not in first_nodes(unfused)
+    torch.testing.assert_close(fused, unfused, atol=1e-14, rtol=0)

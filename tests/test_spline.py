@@ -100,3 +100,27 @@ def test_horner_and_its_derivative_match_numpy(degree):
     poly = np.polynomial.polynomial
     np.testing.assert_allclose(value, [poly.polyval(x, c) for x, c in zip(f, coefficients)], atol=1e-13)
     np.testing.assert_allclose(slope, [poly.polyval(x, poly.polyder(c)) for x, c in zip(f, coefficients)], atol=1e-13)
+
+
+@pytest.mark.parametrize("degree", [0, 3])
+def test_horner_along_the_first_dimension(degree):
+    """``dim=0``: the powers along the first axis (the ANL's power-major gather) give the same polynomials."""
+    from aurora.spline import horner, horner_derivative
+
+    rng = np.random.default_rng(degree)
+    coefficients = torch.from_numpy(rng.normal(size=(6, degree + 1)))
+    f = torch.from_numpy(rng.uniform(size=6))
+    torch.testing.assert_close(horner(coefficients.T.contiguous(), f, dim=0), horner(coefficients, f), atol=0, rtol=0)
+    torch.testing.assert_close(horner_derivative(coefficients.T.contiguous(), f, dim=0), horner_derivative(coefficients, f), atol=0, rtol=0)
+
+
+def test_power_major_map_rearranges_the_interval_table():
+    """``shared_power_major_map @ cᵀ`` viewed ``(order + 1, rows · C)`` holds interval row i of curve c, power p at ``[p, i·C + c]``."""
+    from aurora.spline import interval_polynomial_map, polynomial_table, shared_power_major_map
+
+    order, n_bases, curves = 3, 9, 4
+    coefficients = torch.randn(curves, n_bases, dtype=torch.float64)
+    table = polynomial_table(coefficients, interval_polynomial_map(n_bases, order))  # (C, rows, order + 1)
+    power_major = (shared_power_major_map(n_bases, order, torch.float64, torch.device("cpu")) @ coefficients.T).view(order + 1, -1)
+    by_index = power_major.view(order + 1, table.shape[1], curves).permute(2, 1, 0)  # [p, i·C + c] -> [c, i, p]
+    torch.testing.assert_close(by_index, table, atol=1e-14, rtol=0)
