@@ -115,12 +115,14 @@ def clear_workspace() -> None:
     getattr(_POOL, "buffers", {}).clear()
 
 
-def _folded_weight(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, spec: LoranSpec, with_derivative: bool):
-    """``W0 + ΔW`` (workspace slot 1) and, if asked, what ``f'`` needs (slot 2); slot 0 is free afterwards.
+def _folded_weight(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, spec: LoranSpec, with_weight: bool, with_derivative: bool):
+    """``W0 + ΔW`` (workspace slot 1; ``None`` unless ``with_weight``), what ``f'`` needs (slot 2; ``None`` unless
+    ``with_derivative``), and slot 1 itself, free for reuse once the weight is consumed.
 
     Sinter works on ``v = ω · inner · B A`` (one GEMM with a pre-scaled ``B``): ``W0 + ΔW =
     W0 + (outer/ω)·v + (outer·a/ω)·v·sin v`` and ``f' = 1 + a·(sin v + v·cos v)``; slot 2 holds
-    ``sin v + v·cos v``. For tanh, sigmoid and ReLU slot 2 holds ``f'`` itself.
+    ``sin v + v·cos v``. For tanh, sigmoid and ReLU slot 2 holds ``f'`` itself. The backward asks for the
+    weight only when ``x`` needs a gradient, which saves two weight-sized passes otherwise.
     """
     base = weight if weight.dtype == lora_A.dtype else weight.to(lora_A.dtype)
     z, folded, derivative = _workspace((lora_B.shape[0], lora_A.shape[1]), lora_A.dtype, lora_A.device)
@@ -131,20 +133,26 @@ def _folded_weight(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Ten
         if with_derivative:
             torch.cos(v, out=derivative)
             torch.addcmul(folded, v, derivative, out=derivative)  # sin v + v·cos v
-        torch.addcmul(base, v, folded, value=outer * a / omega, out=folded)
-        return folded.add_(v, alpha=outer / omega), derivative if with_derivative else None
-    torch.mm(lora_B * spec.inner, lora_A, out=z)
-    if spec.function == "sinter":  # ω = 0: Sinter is the identity, f' = 1
-        return torch.add(base, z, alpha=outer, out=folded), None
-    if spec.function == "relu":
-        torch.clamp(z, min=0, out=folded)
-        if with_derivative:
-            torch.sign(z, out=derivative).clamp_(min=0)  # 1 where z > 0, else 0
+        if with_weight:
+            torch.addcmul(base, v, folded, value=outer * a / omega, out=folded).add_(v, alpha=outer / omega)
     else:
-        (torch.tanh if spec.function == "tanh" else torch.sigmoid)(z, out=folded)
-        if with_derivative:  # tanh' = 1 - f², sigmoid' = f - f²
-            torch.mul(folded, folded, out=derivative).neg_().add_(1.0 if spec.function == "tanh" else folded)
-    return torch.add(base, folded, alpha=outer, out=folded), derivative if with_derivative else None
+        torch.mm(lora_B * spec.inner, lora_A, out=z)
+        if spec.function == "sinter":  # ω = 0: Sinter is the identity, f' = 1
+            with_derivative = False
+            if with_weight:
+                torch.add(base, z, alpha=outer, out=folded)
+        else:
+            if spec.function == "relu":
+                torch.clamp(z, min=0, out=folded)
+                if with_derivative:
+                    torch.sign(z, out=derivative).clamp_(min=0)  # 1 where z > 0, else 0
+            else:
+                (torch.tanh if spec.function == "tanh" else torch.sigmoid)(z, out=folded)
+                if with_derivative:  # tanh' = 1 - f², sigmoid' = f - f²
+                    torch.mul(folded, folded, out=derivative).neg_().add_(1.0 if spec.function == "tanh" else folded)
+            if with_weight:
+                torch.add(base, folded, alpha=outer, out=folded)
+    return (folded if with_weight else None), (derivative if with_derivative else None), folded
 
 
 def _times_derivative(full: torch.Tensor, derivative: torch.Tensor | None, spec: LoranSpec) -> torch.Tensor:
@@ -160,13 +168,13 @@ class LoranLinear(torch.autograd.Function):
     """``(W0 + ΔW) x + b`` as one node; ``x`` is ``(n, d_in)`` in the factors' dtype (fp32 in the package).
 
     Folds ``W0 + ΔW`` into one weight and runs one GEMM; saves ``x``, ``A`` and ``B`` only. The backward
-    recomputes ``B A`` and the elementwise terms, folds again for ``g (W0 + ΔW)`` and forms ``gᵀx`` once
-    for the factors' gradients ``s·Bᵀ(gᵀx ⊙ f')`` and ``s·(gᵀx ⊙ f') Aᵀ``.
+    recomputes ``B A`` and the elementwise terms (the folded weight only when ``x`` needs a gradient, for
+    ``g (W0 + ΔW)``) and forms ``gᵀx`` once for the factors' gradients ``s·Bᵀ(gᵀx ⊙ f')`` and ``s·(gᵀx ⊙ f') Aᵀ``.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, lora_A, lora_B, spec: LoranSpec):  # type: ignore[override]
-        folded, _ = _folded_weight(weight, lora_A, lora_B, spec, with_derivative=False)
+        folded, _, _ = _folded_weight(weight, lora_A, lora_B, spec, with_weight=True, with_derivative=False)
         out = torch.mm(x, folded.T) if bias is None else torch.addmm(bias.to(folded.dtype), x, folded.T)
         ctx.spec = spec
         ctx.save_for_backward(x, weight, bias, lora_A, lora_B)
@@ -177,17 +185,18 @@ class LoranLinear(torch.autograd.Function):
         x, weight, bias, lora_A, lora_B = ctx.saved_tensors
         spec: LoranSpec = ctx.spec
         needs = ctx.needs_input_grad
-        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain-op formula
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain-op form
             return (*_reference_vjp(grad, x, weight, bias, lora_A, lora_B, spec, needs[:5]), None)
-        folded, derivative = _folded_weight(weight, lora_A, lora_B, spec, with_derivative=needs[3] or needs[4])
-        grad_x = grad @ folded if needs[0] else None
+        factors = needs[3] or needs[4]
+        folded, derivative, scratch = _folded_weight(weight, lora_A, lora_B, spec, with_weight=needs[0], with_derivative=factors)
+        grad_x = torch.mm(grad, folded) if needs[0] else None
         grad_bias = grad.sum(0).to(bias.dtype) if needs[2] else None
         grad_weight = grad_A = grad_B = None
-        if needs[1] or needs[3] or needs[4]:
-            full = torch.mm(grad.T, x, out=folded)  # gᵀ x, the gradient of the folded weight (reuses its slot)
+        if needs[1] or factors:
+            full = torch.mm(grad.T, x, out=scratch)  # gᵀ x, the gradient of the folded weight (reuses its slot)
             if needs[1]:
                 grad_weight = full.to(weight.dtype, copy=True)
-            if needs[3] or needs[4]:
+            if factors:
                 grad_update = _times_derivative(full, derivative, spec)  # ∂/∂(B A) = s · gᵀx ⊙ f'(inner · B A)
                 scaling = spec.outer * spec.inner
                 grad_A = torch.mm(lora_B.T, grad_update).mul_(scaling) if needs[3] else None

@@ -208,3 +208,23 @@ def test_workspace_is_three_of_the_largest_matrix_and_shared() -> None:
         torch.testing.assert_close(model(x), first.detach())
     loran.clear_workspace()
     assert loran.workspace_bytes() == 0
+
+
+@pytest.mark.parametrize("wanted", [("x",), ("A", "B"), ("x", "A"), ("weight", "B"), ("x", "weight", "bias", "A", "B")])
+@pytest.mark.parametrize("spec", SPECS[:8:2] + SPECS[-1:], ids=lambda s: f"{s.function}-{s.placement}-w{s.frequency:g}")
+def test_fused_node_computes_only_the_wanted_gradients(spec: LoranSpec, wanted: tuple[str, ...]) -> None:
+    """Whatever subset of inputs needs a gradient (the backward folds the weight only for ``x``), those match autograd
+    of the plain form."""
+    torch.manual_seed(3)
+    tensors = {"x": torch.randn(6, 5, dtype=torch.float64), "weight": torch.randn(4, 5, dtype=torch.float64),
+               "bias": torch.randn(4, dtype=torch.float64), "A": torch.randn(3, 5, dtype=torch.float64),
+               "B": torch.randn(4, 3, dtype=torch.float64) * 0.5}
+    for name in wanted:
+        tensors[name].requires_grad_(True)
+    x, weight, bias, A, B = tensors.values()
+    g = torch.randn(6, 4, dtype=torch.float64)
+    fused = LoranLinear.apply(x, weight, bias, A, B, spec)
+    plain = torch.nn.functional.linear(x, weight + delta_weight(A, B, spec), bias)
+    inputs = [tensors[name] for name in wanted]
+    for got, expected in zip(torch.autograd.grad(fused, inputs, g), torch.autograd.grad(plain, inputs, g)):
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
