@@ -18,7 +18,8 @@ pays the weight-sized gradient ``gᵀ x`` too (``book/cost.md``).
 from __future__ import annotations
 
 import threading
-from typing import NamedTuple
+import warnings
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -26,7 +27,7 @@ from .config import LORAN_FUNCTIONS, LORAN_SCALINGS, require_choice
 
 __all__ = [
     "LoranSpec", "loran_function", "loran_derivative", "delta_weight", "loran_linear", "LoranLinear", "workspace_bytes",
-    "clear_workspace",
+    "clear_workspace", "compiled_elementwise_available",
 ]
 
 
@@ -38,6 +39,7 @@ class LoranSpec(NamedTuple):
     placement: str  # "outside" | "inside"
     amplitude: float  # Sinter a
     frequency: float  # Sinter ω
+    compiled: bool = True  # Sinter on CPU: its elementwise passes as torch.compile'd kernels (see _elementwise_kernels)
 
     @property
     def inner(self) -> float:
@@ -115,6 +117,50 @@ def clear_workspace() -> None:
     getattr(_POOL, "buffers", {}).clear()
 
 
+def _sinter_fold(v: torch.Tensor, base: torch.Tensor, out: torch.Tensor, constants: torch.Tensor) -> None:
+    """``out = W0 + c_0 · v + c_1 · v ⊙ sin v`` (Sinter's folded weight on ``v = ω · inner · B A``; ``constants`` = ``c``)."""
+    out.copy_(base + constants[0] * v + constants[1] * v * torch.sin(v))
+
+
+def _sinter_scale_gradient(v: torch.Tensor, full: torch.Tensor, constants: torch.Tensor) -> None:
+    """``full ← full ⊙ f'`` with Sinter's ``f' = 1 + a·(sin v + v·cos v)`` (``constants = [a]``)."""
+    full.mul_(1 + constants[0] * (torch.sin(v) + v * torch.cos(v)))
+
+
+_KERNELS: dict[str, Callable[..., None]] = {}
+_KERNELS_FAILED: list[str] = []
+
+
+def compiled_elementwise_available() -> bool:
+    """Whether Sinter's two elementwise passes run compiled here (False after a failed compilation, e.g. no C++ compiler)."""
+    return not _KERNELS_FAILED
+
+
+def _run_kernel(name: str, eager: Callable[[], None], *args: object) -> None:
+    """Run ``_sinter_fold`` / ``_sinter_scale_gradient`` compiled by inductor (dynamic shapes, one pass over the matrix,
+    written into the workspace), or ``eager`` (several passes) if compilation is unavailable. The constants travel as
+    a tensor and the tensors detached, so new values of ``a``, ``ω`` and ``s`` or of ``requires_grad`` do not recompile.
+
+    On a CPU the compiled pass evaluates the sine (and cosine) and the products in one loop over the weight-sized
+    matrix, where eager ops make three to four passes (``book/cost.md``); compiling costs seconds once per process.
+    """
+    if not _KERNELS_FAILED:
+        try:
+            if name not in _KERNELS:
+                _KERNELS[name] = torch.compile(globals()[name], dynamic=True, fullgraph=True)
+            _KERNELS[name](*args)
+            return
+        except Exception as error:  # a missing C++ toolchain, an unsupported platform: fall back, once, loudly
+            _KERNELS_FAILED.append(f"{type(error).__name__}: {error}")
+            warnings.warn(f"aurora.loran: compiling Sinter's elementwise passes failed ({_KERNELS_FAILED[0][:200]}); using eager ops")
+    eager()
+
+
+def _compiles(spec: LoranSpec, weight: torch.Tensor) -> bool:
+    """Sinter with ``ω ≠ 0`` on a CPU with ``spec.compiled``: the case whose elementwise passes dominate (sine, cosine)."""
+    return spec.compiled and spec.function == "sinter" and spec.frequency != 0 and weight.device.type == "cpu" and not _KERNELS_FAILED
+
+
 def _folded_weight(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, spec: LoranSpec, with_weight: bool, with_derivative: bool):
     """``W0 + ΔW`` (workspace slot 1; ``None`` unless ``with_weight``), what ``f'`` needs (slot 2; ``None`` unless
     ``with_derivative``), and slot 1 itself, free for reuse once the weight is consumed.
@@ -155,6 +201,29 @@ def _folded_weight(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Ten
     return (folded if with_weight else None), (derivative if with_derivative else None), folded
 
 
+def _compiled_terms(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, spec: LoranSpec, with_weight: bool, with_derivative: bool):
+    """:func:`_folded_weight` for Sinter (``ω ≠ 0``) with the compiled fold: ``v`` in slot 0 stands in for the derivative
+    (:func:`_compiled_times_derivative` evaluates ``f'`` from it in the same pass as the product with ``gᵀ x``)."""
+    base = weight if weight.dtype == lora_A.dtype else weight.to(lora_A.dtype)
+    z, folded, _ = _workspace((lora_B.shape[0], lora_A.shape[1]), lora_A.dtype, lora_A.device)
+    v = torch.mm(lora_B * (spec.frequency * spec.inner), lora_A, out=z)
+    if with_weight:
+        linear, nonlinear = spec.outer / spec.frequency, spec.outer * spec.amplitude / spec.frequency
+        constants = torch.tensor([linear, nonlinear], dtype=v.dtype)
+        _run_kernel("_sinter_fold", lambda: _folded_weight(weight, lora_A, lora_B, spec, True, False), v, base.detach(), folded, constants)
+    return (folded if with_weight else None), (v if with_derivative else None), folded
+
+
+def _compiled_times_derivative(full: torch.Tensor, v: torch.Tensor, spec: LoranSpec) -> torch.Tensor:
+    """``full ⊙ f'(v)`` in place, ``f'`` evaluated from ``v`` (:func:`_compiled_terms`) in the compiled pass."""
+    def eager() -> None:
+        derivative = torch.cos(v).mul_(v).add_(torch.sin(v))  # sin v + v·cos v
+        full.addcmul_(full, derivative, value=spec.amplitude)
+
+    _run_kernel("_sinter_scale_gradient", eager, v, full, torch.tensor([spec.amplitude], dtype=v.dtype))
+    return full
+
+
 def _times_derivative(full: torch.Tensor, derivative: torch.Tensor | None, spec: LoranSpec) -> torch.Tensor:
     """``full ⊙ f'`` in place, from what :func:`_folded_weight` left in its slot 2."""
     if derivative is None:
@@ -174,7 +243,8 @@ class LoranLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, lora_A, lora_B, spec: LoranSpec):  # type: ignore[override]
-        folded, _, _ = _folded_weight(weight, lora_A, lora_B, spec, with_weight=True, with_derivative=False)
+        fold = _compiled_terms if _compiles(spec, weight) else _folded_weight
+        folded, _, _ = fold(weight, lora_A, lora_B, spec, with_weight=True, with_derivative=False)
         out = torch.mm(x, folded.T) if bias is None else torch.addmm(bias.to(folded.dtype), x, folded.T)
         ctx.spec = spec
         ctx.save_for_backward(x, weight, bias, lora_A, lora_B)
@@ -188,7 +258,9 @@ class LoranLinear(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain-op form
             return (*_reference_vjp(grad, x, weight, bias, lora_A, lora_B, spec, needs[:5]), None)
         factors = needs[3] or needs[4]
-        folded, derivative, scratch = _folded_weight(weight, lora_A, lora_B, spec, with_weight=needs[0], with_derivative=factors)
+        compiled = _compiles(spec, weight)
+        fold = _compiled_terms if compiled else _folded_weight
+        folded, derivative, scratch = fold(weight, lora_A, lora_B, spec, with_weight=needs[0], with_derivative=factors)
         grad_x = torch.mm(grad, folded) if needs[0] else None
         grad_bias = grad.sum(0).to(bias.dtype) if needs[2] else None
         grad_weight = grad_A = grad_B = None
@@ -196,8 +268,8 @@ class LoranLinear(torch.autograd.Function):
             full = torch.mm(grad.T, x, out=scratch)  # gᵀ x, the gradient of the folded weight (reuses its slot)
             if needs[1]:
                 grad_weight = full.to(weight.dtype, copy=True)
-            if factors:
-                grad_update = _times_derivative(full, derivative, spec)  # ∂/∂(B A) = s · gᵀx ⊙ f'(inner · B A)
+            if factors:  # ∂/∂(B A) = s · gᵀx ⊙ f'(inner · B A)
+                grad_update = _compiled_times_derivative(full, derivative, spec) if compiled else _times_derivative(full, derivative, spec)
                 scaling = spec.outer * spec.inner
                 grad_A = torch.mm(lora_B.T, grad_update).mul_(scaling) if needs[3] else None
                 grad_B = torch.mm(grad_update, lora_A.T).mul_(scaling) if needs[4] else None

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import loran as _loran
 from .config import require_choice
 from .layers import AuroraLayer, LoranLayer
 from .nonlinear import AdaptiveNonlinearLayer
@@ -31,8 +32,8 @@ from .spline import bspline_basis
 
 __all__ = [
     "CLOCKS", "VIEW_OPS", "REFERENCE_FORWARDS", "TARGETS", "synchronize", "interleaved_timings", "quartiles", "ratio_quartiles",
-    "saved_activation_bytes", "gradient_bytes", "peak_cuda_step_bytes", "dispatched_ops", "op_profile",
-    "cox_de_boor_forward", "unfused_loran_forward", "use_reference_forward", "ratio_table", "target_checks",
+    "saved_activation_bytes", "gradient_bytes", "peak_cuda_step_bytes", "dispatched_ops", "op_profile", "COMPILED_OP",
+    "cox_de_boor_forward", "eager_loran_forward", "unfused_loran_forward", "use_reference_forward", "ratio_table", "target_checks",
 ]
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -161,8 +162,20 @@ def dispatched_ops(step: Callable[[], None], top_level_only: bool = False) -> li
     return [e.name for e in events if not top_level_only or _is_top_level(e)]
 
 
+COMPILED_OP = "inductor::compiled_graph"
+"""The name :func:`op_profile` gives to calls of ``torch.compile``'d graphs (LoRAN's elementwise passes), whose kernels
+are no aten ops; their time is the graph call's."""
+
+
+def _op_name(key: str) -> str | None:
+    """An aten op's name, :data:`COMPILED_OP` for a compiled graph's call, ``None`` for other profiler events."""
+    if key.startswith("aten::"):
+        return key
+    return COMPILED_OP if key.startswith("## Call CompiledFxGraph") else None
+
+
 def op_profile(step: Callable[[], None], steps: int = 20, device: str = "cpu", warmup: int = 3) -> list[dict[str, Any]]:
-    """Per aten op of ``step``: calls and self time per call of ``step``, from ``torch.profiler``.
+    """Per aten op of ``step`` (and :data:`COMPILED_OP`): calls and self time per call of ``step``, from ``torch.profiler``.
 
     ``calls_per_step`` counts every dispatch, nested ones included; ``top_level_calls_per_step`` only
     those not issued by another aten op, and ``launches_work`` marks ops that are not mere views
@@ -178,14 +191,21 @@ def op_profile(step: Callable[[], None], steps: int = 20, device: str = "cpu", w
         for _ in range(steps):
             step()
         synchronize(device)
-    top_level = Counter(e.name for e in prof.events() if e.name.startswith("aten::") and _is_top_level(e))
+    top_level = Counter(_op_name(e.name) for e in prof.events() if _op_name(e.name) and _is_top_level(e))
+    totals: dict[str, list[float]] = {}
+    for event in prof.key_averages():
+        name = _op_name(event.key)
+        if name is not None:
+            total = totals.setdefault(name, [0.0, 0.0, 0.0])
+            total[0] += event.count
+            total[1] += event.self_cpu_time_total
+            total[2] += getattr(event, "self_device_time_total", 0.0)
     return [
         {
-            "op": event.key, "calls_per_step": event.count / steps, "top_level_calls_per_step": top_level[event.key] / steps,
-            "launches_work": event.key not in VIEW_OPS, "self_cpu_us_per_step": event.self_cpu_time_total / steps,
-            "self_device_us_per_step": getattr(event, "self_device_time_total", 0.0) / steps,
+            "op": name, "calls_per_step": count / steps, "top_level_calls_per_step": top_level[name] / steps,
+            "launches_work": name not in VIEW_OPS, "self_cpu_us_per_step": cpu / steps, "self_device_us_per_step": device_us / steps,
         }
-        for event in prof.key_averages() if event.key.startswith("aten::")
+        for name, (count, cpu, device_us) in totals.items()
     ]
 
 
@@ -210,6 +230,12 @@ def cox_de_boor_forward(anl: AdaptiveNonlinearLayer, z: torch.Tensor) -> torch.T
     return out
 
 
+def eager_loran_forward(layer: LoranLayer, x: torch.Tensor) -> torch.Tensor:
+    """LoRAN's fused node with its elementwise passes as eager ops (``LoranSpec.compiled=False``), what compiling them buys."""
+    return _loran.loran_linear(x, layer.base_weight(), layer.base_layer.bias, layer.lora_A, layer.lora_B,
+                               layer.loran_spec._replace(compiled=False)).to(x.dtype)
+
+
 def unfused_loran_forward(layer: LoranLayer, x: torch.Tensor) -> torch.Tensor:
     """LoRAN left to autograd: ``W0 x + b`` plus ``x ΔWᵀ`` with ``ΔW`` from plain ops (what :class:`aurora.loran.LoranLinear` fuses)."""
     return layer.base_layer(x) + (x.to(layer.lora_A.dtype) @ layer.delta_weight().T).to(x.dtype)
@@ -220,6 +246,7 @@ REFERENCE_FORWARDS: dict[str, tuple[type[nn.Module], Callable[..., torch.Tensor]
     "aurora_cox_de_boor": (AdaptiveNonlinearLayer, cox_de_boor_forward),  # the textbook recursion, autograd
     "aurora_autograd": (AdaptiveNonlinearLayer, AdaptiveNonlinearLayer.autograd_forward),  # closed form, autograd
     "loran_autograd": (LoranLayer, unfused_loran_forward),  # ΔW formed and differentiated by autograd, two GEMMs
+    "loran_eager": (LoranLayer, eager_loran_forward),  # the fused node without compiled elementwise passes
 }
 
 

@@ -146,8 +146,8 @@ VARIANTS: dict[str, Variant] = {
 }
 DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "loran_autograd")  # the reference LoRAN only in the layer rows
 # one adapted layer: the fast paths against their reference forms
-LAYER_VARIANTS = ("base", "full_ft", "lora", "aurora", "aurora_autograd", "aurora_cox_de_boor", "loran", "loran_autograd")
-PROFILE_VARIANTS = ("lora", "aurora", "aurora_autograd", "aurora_cox_de_boor", "loran", "loran_autograd")
+LAYER_VARIANTS = ("base", "full_ft", "lora", "aurora", "aurora_autograd", "aurora_cox_de_boor", "loran", "loran_eager", "loran_autograd")
+PROFILE_VARIANTS = ("lora", "full_ft", "aurora", "aurora_autograd", "aurora_cox_de_boor", "loran", "loran_eager", "loran_autograd")
 GRID_VARIANTS = ("lora", "aurora", "aurora_autograd", "aurora_cox_de_boor")
 
 

@@ -126,7 +126,9 @@ def test_tiny_run_writes_profile_memory_table_figure_and_provenance(tiny_run: Pa
     layers = pd.read_csv(tiny_run / "layer_timings.csv")
     assert sorted(zip(layers["variant"], layers["rank"])) == sorted((v, r) for v in adapter_cost.LAYER_VARIANTS for r in (2, 16))
     assert np.allclose(layers.loc[layers["variant"] == "lora", "ratio_to_lora"], 1.0) and (layers["q1_us"] > 0).all()
-    assert profile["op"].str.startswith("aten::").all() and (profile["calls_per_step"] > 0).all()
+    assert (profile["op"].str.startswith("aten::") | (profile["op"] == profiling.COMPILED_OP)).all() and (profile["calls_per_step"] > 0).all()
+    assert profiling.COMPILED_OP in set(profile.loc[profile["method"] == "loran", "op"])  # Sinter's compiled passes
+    assert profiling.COMPILED_OP not in set(profile.loc[profile["method"] == "loran_eager", "op"])
     assert (profile["top_level_calls_per_step"] <= profile["calls_per_step"]).all()
     assert not profile.loc[profile["op"] == "aten::view", "launches_work"].any() and profile.loc[profile["op"] == "aten::mm", "launches_work"].all()
     assert {"aten::mm", "aten::tanh"} <= set(profile.loc[profile["method"] == "aurora", "op"])

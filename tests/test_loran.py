@@ -228,3 +228,51 @@ def test_fused_node_computes_only_the_wanted_gradients(spec: LoranSpec, wanted: 
     inputs = [tensors[name] for name in wanted]
     for got, expected in zip(torch.autograd.grad(fused, inputs, g), torch.autograd.grad(plain, inputs, g)):
         torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("needs_x", [False, True])
+def test_compiled_elementwise_passes_match_the_eager_ones(dtype: torch.dtype, needs_x: bool) -> None:
+    """Sinter's compiled fold and gradient pass (the default on CPU) against the eager ops and autograd of the plain form."""
+    from aurora import loran
+
+    spec = LoranSpec("sinter", 2.5, "outside", 0.3, 3.0)
+    assert spec.compiled and loran.compiled_elementwise_available()
+    torch.manual_seed(4)
+    x = torch.randn(9, 6, dtype=dtype, requires_grad=needs_x)
+    weight, bias = torch.randn(5, 6, dtype=dtype), torch.randn(5, dtype=dtype)
+    A = torch.randn(2, 6, dtype=dtype, requires_grad=True)
+    B = (torch.randn(5, 2, dtype=dtype) * 0.5).requires_grad_()
+    inputs = [A, B] + ([x] if needs_x else [])
+    g = torch.randn(9, 5, dtype=dtype)
+    plain = torch.nn.functional.linear(x, weight + delta_weight(A, B, spec), bias)
+    expected = torch.autograd.grad(plain, inputs, g)
+    tolerance = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
+    for variant in (spec, spec._replace(compiled=False)):
+        out = LoranLinear.apply(x, weight, bias, A, B, variant)
+        torch.testing.assert_close(out, plain, **tolerance)
+        for got, want in zip(torch.autograd.grad(out, inputs, g), expected):
+            torch.testing.assert_close(got, want, **tolerance)
+
+
+def test_a_failed_compilation_falls_back_to_eager_ops_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aurora import loran
+
+    monkeypatch.setattr(loran, "_KERNELS", {})
+    monkeypatch.setattr(loran, "_KERNELS_FAILED", [])
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    spec = LoranSpec("sinter", 2.5, "outside", 0.3, 3.0)
+    x, weight, bias = torch.randn(4, 6), torch.randn(5, 6), torch.randn(5)
+    A, B = torch.randn(2, 6, requires_grad=True), torch.randn(5, 2, requires_grad=True)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+        out = LoranLinear.apply(x, weight, bias, A, B, spec)
+    assert not loran.compiled_elementwise_available()
+    torch.testing.assert_close(out, torch.nn.functional.linear(x, weight + delta_weight(A, B, spec), bias), rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(out.sum(), [A, B])  # the backward takes the eager path too, without a second warning
+    plain = torch.nn.functional.linear(x, weight + delta_weight(A, B, spec), bias)
+    for got, want in zip(grads, torch.autograd.grad(plain.sum(), [A, B])):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -62,6 +62,15 @@ def test_op_profile_counts_calls_per_step() -> None:
     assert rows["aten::mm"]["top_level_calls_per_step"] == 0 and rows["aten::matmul"]["top_level_calls_per_step"] == 1
 
 
+def test_op_profile_times_compiled_graphs_as_one_op() -> None:
+    """A torch.compile'd graph's kernels are no aten ops: its calls appear as COMPILED_OP, with their time."""
+    x = torch.randn(64, 64)
+    compiled = torch.compile(lambda t: torch.sin(t) * t + t, dynamic=True)
+    rows = {r["op"]: r for r in profiling.op_profile(lambda: compiled(x), steps=3)}
+    assert rows[profiling.COMPILED_OP]["calls_per_step"] == 1 and rows[profiling.COMPILED_OP]["launches_work"]
+    assert rows[profiling.COMPILED_OP]["self_cpu_us_per_step"] > 0 and "aten::sin" not in rows
+
+
 @pytest.mark.parametrize("variant", ["aurora_cox_de_boor", "aurora_autograd"])
 @pytest.mark.parametrize("mode", ["per_unit", "sum", "per_edge"])
 def test_reference_anl_forms_compute_the_same_anl(mode: str, variant: str) -> None:
@@ -83,7 +92,8 @@ def test_reference_anl_forms_compute_the_same_anl(mode: str, variant: str) -> No
     assert reference.state_dict().keys() == core.state_dict().keys()
 
 
-def test_unfused_loran_is_the_same_function_as_the_fused_node() -> None:
+@pytest.mark.parametrize("variant", ["loran_autograd", "loran_eager"])
+def test_reference_loran_forms_are_the_same_function_as_the_fused_node(variant: str) -> None:
     torch.manual_seed(0)
     fused = nn.Sequential()
     fused.add_module("query", nn.Linear(6, 5))
@@ -97,7 +107,7 @@ def test_unfused_loran_is_the_same_function_as_the_fused_node() -> None:
     aurora.add_adapters(reference, aurora.AdapterConfig(method="loran", rank=2, alpha=8.0, target_modules=["query"], sinter_frequency=3.0,
                                                         sinter_amplitude=0.2))
     reference.double().load_state_dict(fused.state_dict())
-    assert profiling.use_reference_forward(reference, "loran_autograd") == 1
+    assert profiling.use_reference_forward(reference, variant) == 1
     x = torch.randn(4, 6, dtype=torch.float64)
     torch.testing.assert_close(fused(x), reference(x))
     g = torch.randn(4, 5, dtype=torch.float64)
