@@ -95,10 +95,9 @@ def _harness_folders(root: Path, command: str) -> list[Path]:
 
 
 def _final_runs(folder: Path) -> "pd.DataFrame":
-    import pandas as pd
+    from aurora.experiments.harness import read_final_runs
 
-    runs = pd.read_csv(folder / "runs.csv")
-    runs = runs[runs["phase"] == "final"]
+    runs = read_final_runs(folder)
     if "smoke" in runs:
         runs = runs[~runs["smoke"].astype(bool)]
     return runs.reset_index(drop=True)

@@ -286,3 +286,26 @@ def test_selection_grid_marks_the_chosen_rate(tmp_path):
     grid = harness.selection_grid(tmp_path, ["b", "a", "not run"])
     assert list(grid.index) == ["b", "a"] and list(grid.columns) == ["rate 0.01", "rate 0.1"]
     assert grid.loc["a", "rate 0.1"] == "62.5*" and grid.loc["b", "rate 0.01"] == "75.0*" and grid.loc["b", "rate 0.1"] == "25.0"
+
+
+def test_read_final_runs_keeps_the_current_design_only(tmp_path):
+    """A grown grid leaves the old choice's final runs in runs.csv; only the chosen rate's runs are the design's."""
+    import json
+
+    rows = [dict(phase="final", task="t", label="a", method_id="m", protocol_id=protocol, lr=lr, head_lr=None, seed=seed,
+                 test_metric=0.5) for lr, protocol in ((0.1, "p1"), (0.3, "p1"), (0.3, "p0")) for seed in range(3)]
+    rows += [dict(phase="tuning", task="t", label="a", method_id="m", protocol_id="p1", lr=0.3, head_lr=None, seed=1000,
+                  test_metric=None)]
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    pd.DataFrame([dict(task="t", label="a", lr=0.1, head_lr=None, tuning_seeds=2, mean_validation_metric=0.4, chosen=False),
+                  dict(task="t", label="a", lr=0.3, head_lr=None, tuning_seeds=2, mean_validation_metric=0.6, chosen=True)]
+                 ).to_csv(tmp_path / "selection.csv", index=False)
+    (tmp_path / "provenance.json").write_text(json.dumps({"config": {"protocol_id": "p1"}}))
+    finals = harness.read_final_runs(tmp_path)
+    assert len(finals) == 3 and set(finals["lr"]) == {0.3} and set(finals["protocol_id"]) == {"p1"}
+    paired_comparison(finals, "a")  # one row per (label, seed): no ValueError
+    (tmp_path / "selection.csv").unlink()
+    (tmp_path / "provenance.json").unlink()
+    assert len(harness.read_final_runs(tmp_path)) == 9  # without the design's files: every final run
+    with pytest.raises(FileNotFoundError):
+        harness.read_final_runs(tmp_path / "absent")

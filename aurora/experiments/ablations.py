@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 import aurora
 from aurora.experiments import vision_classification as vc
-from aurora.experiments.harness import Method, Protocol, Task, paired_comparison, resolve_device, run_protocol
+from aurora.experiments.harness import Method, Protocol, Task, paired_comparison, run_protocol
 from aurora.plots import method_style
 from aurora.results import RESULTS_DIR
 from aurora.train import evaluate

@@ -93,7 +93,9 @@ __all__ = [
     "select_learning_rates",
     "paired_comparison",
     "read_runs",
+    "read_final_runs",
     "selection_grid",
+    "plot_validation_curves",
 ]
 
 PLAIN_KINDS = ("head", "full")
@@ -339,6 +341,54 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
 
 def _key(row: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(_format(row[name]) for name in RUN_KEY)
+
+
+def read_final_runs(results_dir: Path | str) -> "pd.DataFrame":
+    """The final runs of a results folder's current design.
+
+    ``runs.csv`` keeps every run ever made there (so that a rerun can resume, and a grid that grows
+    keeps its old points); a final run belongs to the design when its rate is the one ``selection.csv``
+    chose for its method and its ``protocol_id`` is the one ``provenance.json`` names. Without those
+    files every final run is returned. ``FileNotFoundError`` if ``runs.csv`` is missing.
+    """
+    import pandas as pd
+
+    folder = Path(results_dir)
+    runs = read_runs(folder)
+    finals = runs[runs["phase"] == "final"]
+    provenance = folder / "provenance.json"
+    if provenance.is_file():
+        protocol_id = json.loads(provenance.read_text()).get("config", {}).get("protocol_id")
+        if protocol_id is not None:
+            finals = finals[finals["protocol_id"].astype(str) == str(protocol_id)]
+    if (folder / "selection.csv").is_file():
+        chosen = pd.read_csv(folder / "selection.csv")
+        chosen = chosen.loc[chosen["chosen"].astype(bool), ["label", "lr", "head_lr"]]
+        keys = lambda frame: list(zip(frame["label"], frame["lr"].astype(float), frame["head_lr"].fillna(-1.0).astype(float)))
+        finals = finals[pd.Series(keys(finals), index=finals.index).isin(set(keys(chosen)))]
+    return finals.reset_index(drop=True)
+
+
+def plot_validation_curves(results_dir: Path | str, ax: Any, labels: Sequence[str], metric: str = "validation accuracy (%)") -> Any:
+    """Validation metric after each epoch, mean over the design's final seeds, one line per method of ``labels``
+    (flat ends: the epoch budget was long enough)."""
+    import pandas as pd
+
+    from aurora.plots import method_style
+
+    finals = read_final_runs(results_dir)
+    epochs = pd.read_csv(Path(results_dir) / "epochs.csv")
+    epochs = epochs[epochs["phase"] == "final"].merge(finals[["label", "seed", "lr", "style"]], on=["label", "seed", "lr"])
+    for label in labels:
+        rows = epochs[epochs["label"] == label]
+        if rows.empty:
+            continue
+        curve = rows.groupby("epoch")["validation_metric"].mean()
+        ax.plot(curve.index, 100 * curve.values, markersize=3, label=label, **method_style(str(rows["style"].iloc[0])))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=7, ncol=2)
+    return ax
 
 
 def selection_grid(results_dir: Path | str, labels: Sequence[str] | None = None) -> "pd.DataFrame":

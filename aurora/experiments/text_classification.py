@@ -46,7 +46,8 @@ from torch.utils.data import Dataset
 
 from aurora.config import require_choice
 from aurora.data import DATASETS, MODELS, load_text_classification, load_text_model, load_tokenizer
-from aurora.experiments.harness import Method, Protocol, Task, carve_validation, paired_comparison, run_protocol
+from aurora.experiments.harness import (Method, Protocol, Task, carve_validation, paired_comparison, read_final_runs,
+                                        run_protocol)
 from aurora.results import RESULTS_DIR
 
 if TYPE_CHECKING:
@@ -82,7 +83,6 @@ __all__ = [
     "comparison",
     "loran_studies",
     "plot_parameters_vs_metric",
-    "plot_validation_curves",
     "main",
 ]
 
@@ -339,15 +339,6 @@ def _tokenize(tokenizer: Any, texts: Sequence[Any], max_length: int, padding: st
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
-def _tokenize(tokenizer: Any, texts: Sequence[Any], max_length: int, padding: str) -> dict[str, torch.Tensor]:
-    if texts and isinstance(texts[0], tuple):
-        first, second = [t[0] for t in texts], [t[1] for t in texts]
-        encoded = tokenizer(first, second, truncation=True, max_length=max_length, padding=padding, return_tensors="pt")
-    else:
-        encoded = tokenizer(list(texts), truncation=True, max_length=max_length, padding=padding, return_tensors="pt")
-    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
-
-
 def _quiet_transformers() -> None:
     from transformers.utils import logging as transformers_logging
 
@@ -504,11 +495,8 @@ def run_full(
 # reading the results: the comparisons the chapter and the claims ledger report
 # ---------------------------------------------------------------------------------------------
 def final_runs(folder: Path) -> "pd.DataFrame":
-    """The final runs of a results folder (validation-selected epoch, test scored once)."""
-    import pandas as pd
-
-    runs = pd.read_csv(Path(folder) / "runs.csv")
-    return runs[runs["phase"] == "final"].reset_index(drop=True)
+    """The final runs of a results folder's design (validation-selected epoch, test scored once)."""
+    return read_final_runs(folder)
 
 
 def comparison(folder: Path, reference: str = REFERENCE, labels: Sequence[str] | None = None) -> "pd.DataFrame":
@@ -585,23 +573,6 @@ def plot_parameters_vs_metric(summary: "pd.DataFrame", ax: Any, reference: float
     ax.set_xscale("log")
     ax.set_xlabel("trainable adapter parameters (log scale)")
     ax.set_ylabel("test accuracy (%)")
-
-
-def plot_validation_curves(folder: Path, ax: Any, labels: Sequence[str]) -> None:
-    """Validation accuracy after each epoch of the final runs, mean over seeds, one line per method."""
-    import pandas as pd
-
-    from aurora.plots import method_style
-
-    runs = final_runs(folder)
-    epochs = pd.read_csv(Path(folder) / "epochs.csv")
-    epochs = epochs[epochs["phase"] == "final"]
-    for label in labels:
-        style = runs.loc[runs["label"] == label, "style"].iloc[0]
-        curve = epochs[epochs["label"] == label].groupby("epoch")["validation_metric"].mean()
-        ax.plot(curve.index, 100 * curve.values, label=label, **method_style(style))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy (%), mean of seeds")
 
 
 def main(argv: Sequence[str] | None = None) -> list[Path]:

@@ -33,11 +33,9 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -49,12 +47,12 @@ from transformers import ViTConfig, ViTForImageClassification
 from aurora.data import ImagePreprocessing, load_image_classification, load_vision_model, vision_preprocessing
 from aurora.data.specs import subsample_indices
 from aurora.experiments.harness import (
-    EpochStates, Method, Protocol, Task, carve_validation, paired_comparison, resolve_device, run_protocol,
-    write_csv_atomically,
+    EpochStates, Method, Protocol, Task, carve_validation, paired_comparison, read_final_runs, resolve_device,
+    run_protocol, write_csv_atomically,
 )
 from aurora.plots import method_style
 from aurora.results import REPO_ROOT, RESULTS_DIR
-from aurora.train import TrainConfig, evaluate, fit
+from aurora.train import TrainConfig, fit
 
 __all__ = [
     "PAPER_TABLE3",
@@ -93,7 +91,6 @@ __all__ = [
     "paper_vs_ours",
     "plot_parameters_vs_accuracy",
     "plot_paper_parameters_vs_accuracy",
-    "plot_validation_curves",
     "main",
 ]
 
@@ -166,29 +163,6 @@ def tiny_vit_config(num_labels: int) -> ViTConfig:
         attention_probs_dropout_prob=0.0,
         num_labels=num_labels,
     )
-
-
-def load_tiny_vit(num_labels: int, seed: int = 0, path: Path = PRETRAINED_DIR) -> ViTForImageClassification:
-    """The pre-trained tiny ViT with a fresh ``classifier`` head of ``num_labels`` outputs.
-
-    The checkpoint is in the Hugging Face format (as ``google/vit-base-patch16-224-in21k``). The head
-    is initialised as ViT initialises it (truncated normal, std ``initializer_range``; zero bias) from
-    ``seed``, without touching the global random state. ``FileNotFoundError`` names the command that
-    makes the checkpoint if it is missing.
-    """
-    if not (Path(path) / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{Path(path) / 'model.safetensors'} does not exist; "
-                                "make it with `python -m aurora.experiments.pretrain_tiny_vit`")
-    with torch.random.fork_rng(devices=[]):
-        model = ViTForImageClassification.from_pretrained(path)
-        head = nn.Linear(model.config.hidden_size, num_labels)
-        torch.manual_seed(seed)
-        nn.init.trunc_normal_(head.weight, std=model.config.initializer_range)
-    nn.init.zeros_(head.bias)
-    model.classifier = head
-    model.config.num_labels = num_labels
-    model.num_labels = num_labels
-    return model
 
 
 PAPER_TABLE10: dict[str, dict[str, int]] = {
@@ -563,14 +537,13 @@ def replay_final_run(task: Task, method: Method, protocol: Protocol, row: Mappin
 # tables and figures for the chapter
 # ---------------------------------------------------------------------------------------------
 def final_runs(folder: Path, command: str = "python -m aurora.experiments.vision_classification") -> pd.DataFrame:
-    """The final (non-tuning) runs of a results folder; ``FileNotFoundError`` names ``command`` (``--full`` added for a
+    """The final runs of a results folder's design (:func:`~aurora.experiments.harness.read_final_runs`); ``FileNotFoundError`` names ``command`` (``--full`` added for a
     full-mode folder), the command that makes it."""
     path = Path(folder) / "runs.csv"
     if not path.is_file():
         full = " --full" if "full" in Path(folder).parts else ""
         raise FileNotFoundError(f"{path} does not exist; produce it with `{command}{full}`")
-    runs = pd.read_csv(path)
-    return runs[runs["phase"] == "final"].reset_index(drop=True)
+    return read_final_runs(folder)
 
 
 def comparison(runs: pd.DataFrame, reference: str = REFERENCE, labels: Sequence[str] | None = None) -> pd.DataFrame:
@@ -693,24 +666,6 @@ def plot_paper_parameters_vs_accuracy(ax: Axes, dataset: str = "dtd") -> Axes:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"paper: ViT-B on {dataset} (Table 3)")
     ax.legend(fontsize=7)
-    return ax
-
-
-def plot_validation_curves(folder: Path, ax: Axes, labels: Sequence[str]) -> Axes:
-    """Validation accuracy after each epoch, mean over the final seeds, for ``labels`` (the epoch budget is flat?)."""
-    epochs = pd.read_csv(Path(folder) / "epochs.csv")
-    runs = final_runs(folder)
-    finals = epochs.merge(runs[["label", "seed", "lr", "style"]], on=["label", "seed", "lr"])
-    finals = finals[finals["phase"] == "final"]
-    for label in labels:
-        rows = finals[finals["label"] == label]
-        if rows.empty:
-            continue
-        curve = rows.groupby("epoch")["validation_metric"].mean()
-        ax.plot(curve.index, 100 * curve.values, markersize=3, label=label, **method_style(str(rows["style"].iloc[0])))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.legend(fontsize=7, ncol=2)
     return ax
 
 
