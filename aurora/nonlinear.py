@@ -374,8 +374,9 @@ def anl_update(
     """``result + s · σ(x Aᵀ) Bᵀ`` (AuroRA's dynamic update, Eq. 4, added to the frozen output) as one autograd node.
 
     ``result`` is ``(n, d_out)``, ``x`` ``(n, d_in)``, all in the ANL's dtype. Forward: one GEMM down, the ANL's
-    :meth:`~AdaptiveNonlinearLayer.fast_forward`, one ``addmm`` up; backward: three GEMMs and the ANL's
-    :meth:`~AdaptiveNonlinearLayer.fast_backward`, the scaling folded into the GEMMs. Outside ``torch.func``
+    :meth:`~AdaptiveNonlinearLayer.fast_forward`, one ``addmm`` up; backward: three GEMMs (four with ``x``'s
+    gradient) and the ANL's :meth:`~AdaptiveNonlinearLayer.fast_backward`, the scaling folded into the GEMMs and
+    the products with an r-wide operand oriented r rows first, which BLAS runs fastest at small r. Outside ``torch.func``
     transforms and autocast only (:class:`aurora.layers.AuroraLayer` checks).
     """
     return _AnlUpdateFunction.apply(result, x, lora_A, lora_B, *anl._parameters_as(lora_A.dtype), scaling, anl)
@@ -389,7 +390,7 @@ class _AnlUpdateFunction(torch.autograd.Function):
         ctx: Any, result: torch.Tensor, x: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor,
         projection: torch.Tensor | None, coefficients: torch.Tensor | None, scaling: float, anl: AdaptiveNonlinearLayer,
     ) -> torch.Tensor:
-        z = torch.mm(x, lora_A.T)
+        z = torch.mm(lora_A, x.T).T.contiguous()  # (A xᵀ)ᵀ: the skinny products with r rows first (see backward)
         sigma, kept = anl.fast_forward(z, projection, coefficients)
         ctx.anl, ctx.scaling = anl, scaling
         ctx.save_for_backward(x, lora_A, lora_B, projection, coefficients, z, sigma, *kept)
@@ -408,11 +409,13 @@ class _AnlUpdateFunction(torch.autograd.Function):
             update = scaling * (anl._plain_forward(x @ lora_A.T, projection, coefficients) @ lora_B.T)
             grads = iter(torch.autograd.grad(update, wanted, grad, create_graph=True, allow_unused=True, materialize_grads=True))
             return grad_result, *(next(grads) if need else None for need in needs[1:6]), None, None
+        # The products with an r-wide operand are formed as (r, ·) matrices and transposed back: at small r BLAS runs
+        # (σᵀ g)ᵀ several times faster than gᵀ σ; beta=0: the first argument of addmm only gives the shape.
         grad_x = grad_A = grad_B = grad_projection = grad_coefficients = None
-        if needs[3]:  # s · gᵀ σ (beta=0: the first argument only gives the shape)
-            grad_B = torch.addmm(lora_B, grad.T, sigma, beta=0, alpha=scaling)
-        if needs[1] or needs[2] or needs[4] or needs[5]:
-            grad_sigma = torch.addmm(sigma, grad, lora_B, beta=0, alpha=scaling)
+        if needs[3]:  # s · gᵀ σ
+            grad_B = torch.addmm(lora_B.T, sigma.T, grad, beta=0, alpha=scaling).T
+        if needs[1] or needs[2] or needs[4] or needs[5]:  # s · g B
+            grad_sigma = torch.addmm(sigma.T, lora_B.T, grad.T, beta=0, alpha=scaling).T.contiguous()
             grad_z, grad_projection, grad_coefficients = anl.fast_backward(
                 grad_sigma, z, projection, coefficients, kept, (needs[1] or needs[2], needs[4], needs[5])
             )
