@@ -50,12 +50,30 @@ def _device_description(device: str) -> str:
     return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
 
 
+def _command(argv: list[str] | None = None) -> str:
+    """The command line that reruns this process, as a user types it in the repository root.
+
+    ``python -m aurora.experiments.x`` runs with ``argv[0]`` = the module's file, so a file of the
+    package becomes its module name again, and any other file in the repository (outside hidden folders
+    such as ``.venv``) its relative path.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if argv and argv[0].endswith(".py"):
+        script = Path(argv[0]).resolve()
+        if script.is_relative_to(REPO_ROOT / "aurora"):
+            module = ".".join(script.relative_to(REPO_ROOT).with_suffix("").parts)
+            argv = ["-m", module.removesuffix(".__main__"), *argv[1:]]
+        elif script.is_relative_to(REPO_ROOT) and not script.relative_to(REPO_ROOT).parts[0].startswith("."):  # not .venv
+            argv = [script.relative_to(REPO_ROOT).as_posix(), *argv[1:]]
+    return " ".join(["python", *argv])
+
+
 def provenance(config: Mapping[str, Any], device: str = "cpu", wall_time_s: float | None = None) -> dict[str, Any]:
     """Where a result came from: command, config, git commit, device, library versions, time."""
     import transformers
 
     return {
-        "command": os.environ.get(COMMAND_ENV) or " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": os.environ.get(COMMAND_ENV) or _command(),
         "config": dict(config),
         "git_commit": _git_commit(),
         "device": device,

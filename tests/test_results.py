@@ -42,6 +42,19 @@ def test_provenance_names_the_command_a_book_build_passes_down(monkeypatch) -> N
     assert provenance({})["command"].split()[1:] == __import__("sys").argv
 
 
+def test_provenance_command_is_what_a_user_types_in_the_repository() -> None:
+    """``python -m`` leaves the module's file in argv[0]; the command names the module (or the script's path) instead."""
+    from aurora.results import REPO_ROOT, _command
+
+    module_file = str(REPO_ROOT / "aurora" / "experiments" / "vision_classification.py")
+    assert _command([module_file, "--smoke"]) == "python -m aurora.experiments.vision_classification --smoke"
+    assert _command([str(REPO_ROOT / "aurora" / "claims.py")]) == "python -m aurora.claims"
+    assert _command([str(REPO_ROOT / "benchmarks" / "adapter_cost.py"), "--tiny"]) == "python benchmarks/adapter_cost.py --tiny"
+    assert _command(["/usr/bin/pytest", "-q"]) == "python /usr/bin/pytest -q"  # outside the repository: as it ran
+    installed = str(REPO_ROOT / ".venv" / "lib" / "pytest" / "__main__.py")
+    assert _command([installed]) == f"python {installed}"  # an installed package is not the repository's code
+
+
 def test_a_rewrite_leaves_no_stale_tables_and_a_bad_table_changes_nothing(tmp_path: Path) -> None:
     write_results("demo", {"runs": [{"seed": 0}], "summary": [{"mean": 1.0}]}, {"run": 1}, results_dir=tmp_path)
     (tmp_path / "demo" / "notes.csv").write_text("kept\n")  # not written by write_results: not ours to remove
