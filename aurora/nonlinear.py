@@ -140,7 +140,8 @@ class AdaptiveNonlinearLayer(nn.Module):
         shift = self.spline_shift_tensor  # recomputed in float64, not cast from the old dtype
         self._buffers["spline_shift_tensor"] = torch.full((1,), self.spline_shift, dtype=shift.dtype, device=shift.device)
         if "spline_table_map" in self._buffers:
-            self._buffers["spline_table_map"] = shared_power_major_map(moved.shape[0], self.spline_order, moved.dtype, moved.device)
+            table_map = self.spline_table_map  # in the parameters' dtype (the interval map stays float64 unless cast)
+            self._buffers["spline_table_map"] = shared_power_major_map(moved.shape[0], self.spline_order, table_map.dtype, table_map.device)
         return self
 
     def fixed_part(self, z: torch.Tensor) -> torch.Tensor:
