@@ -537,8 +537,8 @@ def replay_final_run(task: Task, method: Method, protocol: Protocol, row: Mappin
 # tables and figures for the chapter
 # ---------------------------------------------------------------------------------------------
 def final_runs(folder: Path, command: str = "python -m aurora.experiments.vision_classification") -> pd.DataFrame:
-    """The final runs of a results folder's design (:func:`~aurora.experiments.harness.read_final_runs`); ``FileNotFoundError`` names ``command`` (``--full`` added for a
-    full-mode folder), the command that makes it."""
+    """The final runs of a results folder's design (:func:`~aurora.experiments.harness.read_final_runs`);
+    ``FileNotFoundError`` names ``command`` (``--full`` added for a full-mode folder), the command that makes it."""
     path = Path(folder) / "runs.csv"
     if not path.is_file():
         full = " --full" if "full" in Path(folder).parts else ""
