@@ -122,7 +122,7 @@ ABLATION_GROUPS: dict[str, dict[str, str]] = {
     "activation": {"tanh": BASE, "LeakyReLU": "AuroRA LeakyReLU", "sigmoid": "AuroRA sigmoid"},
     "rank": {**{f"LoRA r={r}": f"LoRA r={r}" for r in vc.LORA_RANKS},
              **{f"AuroRA r̃={r}": (BASE if r == 2 else f"AuroRA r̃={r}") for r in vc.LORA_RANKS}},
-    "grid_size": {"grid 1": "AuroRA grid 1", "grid 5": BASE},
+    "grid_size": {"grid 5": BASE, "grid 1": "AuroRA grid 1"},
     "spline_mode": {"per_unit": BASE, "per_edge": "AuroRA spline per_edge"},
     "form": {"AuroRA (dynamic training)": BASE, "AuroRA-S (static training)": "AuroRA-S (static training)"},
 }
