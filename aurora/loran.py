@@ -11,8 +11,9 @@ comparison of functions, tanh, sigmoid or ReLU. The two placements agree when ``
 
 :class:`LoranLinear` computes ``h = (W0 + ΔW) x + b`` as one autograd node: it folds ``ΔW`` into the
 weight and runs one GEMM, saves only ``x``, ``A`` and ``B`` (no weight-sized tensor), and in the backward
-recomputes ``B A`` and the elementwise terms. Its floor is full fine-tuning of the same layer, which
-pays the weight-sized gradient ``gᵀ x`` too (``book/cost.md``).
+recomputes ``B A`` and the elementwise terms. Sinter on a CPU works through the weight in row tiles that stay in
+cache, with ``B A``, the sine and the products of a tile in one compiled loop. Its floor is full fine-tuning of the
+same layer, which pays the weight-sized gradient ``gᵀ x`` too (``book/cost.md``).
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ _POOL = threading.local()
 
 
 def workspace_bytes() -> int:
-    """Bytes held by this thread's LoRAN workspace (three matrices the size of the largest adapted one)."""
+    """Bytes held by this thread's LoRAN workspace: three matrices the size of the largest adapted weight, or on the
+    tiled Sinter path (:func:`_tiles`) of its largest tile."""
     return sum(b.numel() * b.element_size() for buffers in getattr(_POOL, "buffers", {}).values() for b in buffers)
 
 
@@ -117,14 +119,31 @@ def clear_workspace() -> None:
     getattr(_POOL, "buffers", {}).clear()
 
 
-def _sinter_fold(v: torch.Tensor, base: torch.Tensor, out: torch.Tensor, constants: torch.Tensor) -> None:
-    """``out = W0 + c_0 · v + c_1 · v ⊙ sin v`` (Sinter's folded weight on ``v = ω · inner · B A``; ``constants`` = ``c``)."""
+def _tile_update(factor_b: torch.Tensor, factor_a: torch.Tensor | None) -> torch.Tensor:
+    """``v`` of one tile: ``Σ_k b[:, k] ⊗ a[k]`` written out for the kernel to fuse (small ranks), or ``b`` itself when
+    ``a`` is ``None`` (a ``v`` the caller already formed by BLAS)."""
+    if factor_a is None:
+        return factor_b
+    update = factor_b[:, :1] * factor_a[:1]
+    for k in range(1, factor_b.shape[1]):
+        update = update + factor_b[:, k : k + 1] * factor_a[k : k + 1]
+    return update
+
+
+def _sinter_fold(factor_b, factor_a, base, out, constants) -> None:
+    """``out = W0 + c_0 · v + c_1 · v ⊙ sin v`` on one tile (Sinter's folded weight; ``constants = c``)."""
+    v = _tile_update(factor_b, factor_a)
     out.copy_(base + constants[0] * v + constants[1] * v * torch.sin(v))
 
 
-def _sinter_scale_gradient(v: torch.Tensor, full: torch.Tensor, constants: torch.Tensor) -> None:
-    """``full ← full ⊙ f'`` with Sinter's ``f' = 1 + a·(sin v + v·cos v)`` (``constants = [a]``)."""
-    full.mul_(1 + constants[0] * (torch.sin(v) + v * torch.cos(v)))
+def _sinter_fold_and_scale(factor_b, factor_a, base, full, out, constants) -> None:
+    """On one tile, ``full ← full ⊙ f'`` with ``f' = 1 + a·(sin v + v·cos v)`` and, unless ``out`` is ``None``, the
+    folded weight as :func:`_sinter_fold` (``constants = [c_0, c_1, a]``): one sine for both."""
+    v = _tile_update(factor_b, factor_a)
+    sine = torch.sin(v)
+    if out is not None:
+        out.copy_(base + constants[0] * v + constants[1] * v * sine)
+    full.mul_(1 + constants[2] * (sine + v * torch.cos(v)))
 
 
 _KERNELS: dict[str, Callable[..., None]] = {}
@@ -132,28 +151,31 @@ _KERNELS_FAILED: list[str] = []
 
 
 def compiled_elementwise_available() -> bool:
-    """Whether Sinter's two elementwise passes run compiled here (False after a failed compilation, e.g. no C++ compiler)."""
+    """Whether Sinter's tile kernels run compiled here (False after a failed compilation, e.g. no C++ compiler)."""
     return not _KERNELS_FAILED
 
 
-def _run_kernel(name: str, eager: Callable[[], None], *args: object) -> None:
-    """Run ``_sinter_fold`` / ``_sinter_scale_gradient`` compiled by inductor (dynamic shapes, one pass over the matrix,
-    written into the workspace), or ``eager`` (several passes) if compilation is unavailable. The constants travel as
-    a tensor and the tensors detached, so new values of ``a``, ``ω`` and ``s`` or of ``requires_grad`` do not recompile.
+def _run_kernel(name: str, *args: object) -> None:
+    """Run ``_sinter_fold`` / ``_sinter_fold_and_scale`` compiled by inductor (dynamic shapes, one loop over the tile),
+    or as eager ops (several passes over the tile) if compilation is unavailable. The constants travel as a tensor
+    and the tensors detached, so new values of ``a``, ``ω`` and ``s`` or of ``requires_grad`` do not recompile; the
+    written-out rank (:data:`INLINE_RANKS`) compiles once per width.
 
-    On a CPU the compiled pass evaluates the sine (and cosine) and the products in one loop over the weight-sized
-    matrix, where eager ops make three to four passes (``book/cost.md``); compiling costs seconds once per process.
+    On a CPU the compiled kernel evaluates ``B A``, the sine (and cosine) and the products in one loop, where eager
+    ops make a BLAS call and three to four passes (``book/cost.md``); compiling costs seconds once per process.
     """
+    kernel = globals()[name]
     if not _KERNELS_FAILED:
         try:
             if name not in _KERNELS:
-                _KERNELS[name] = torch.compile(globals()[name], dynamic=True, fullgraph=True)
+                # one graph per dtype, written-out width and None-ness of the optional tensors: above dynamo's default of 8
+                _KERNELS[name] = torch._dynamo.config.patch(recompile_limit=64)(torch.compile(kernel, dynamic=True, fullgraph=True))
             _KERNELS[name](*args)
             return
         except Exception as error:  # a missing C++ toolchain, an unsupported platform: fall back, once, loudly
             _KERNELS_FAILED.append(f"{type(error).__name__}: {error}")
             warnings.warn(f"aurora.loran: compiling Sinter's elementwise passes failed ({_KERNELS_FAILED[0][:200]}); using eager ops")
-    eager()
+    kernel(*args)
 
 
 def _compiles(spec: LoranSpec, weight: torch.Tensor) -> bool:
@@ -201,27 +223,104 @@ def _folded_weight(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Ten
     return (folded if with_weight else None), (derivative if with_derivative else None), folded
 
 
-def _compiled_terms(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, spec: LoranSpec, with_weight: bool, with_derivative: bool):
-    """:func:`_folded_weight` for Sinter (``ω ≠ 0``) with the compiled fold: ``v`` in slot 0 stands in for the derivative
-    (:func:`_compiled_times_derivative` evaluates ``f'`` from it in the same pass as the product with ``gᵀ x``)."""
+TILE_ELEMENTS = 1 << 20  # one tile of the compiled Sinter path: 4 MiB in fp32; its three scratch tiles stay in a 32 MiB L3
+INLINE_RANKS = (2, 4, 8)  # ranks whose B A the kernels write out (zero-padded up to the next width); larger ones use BLAS
+
+
+def _tiles(shape: tuple[int, int]) -> list[tuple[int, int]]:
+    """Row ranges of at most :data:`TILE_ELEMENTS` elements (at least one row) covering ``shape[0]`` rows, of sizes
+    that differ by at most one (no short last tile, which would compile a kernel of its own)."""
+    count = -(-shape[0] * shape[1] // TILE_ELEMENTS) if shape[1] <= TILE_ELEMENTS else shape[0]
+    count = max(1, min(count, shape[0]))
+    bounds = [shape[0] * k // count for k in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+class _TileFactors(NamedTuple):
+    """What the tile kernels read: ``v = b a`` with ``b = ω · inner · B`` (rank padded to an inline width) or ``a = None``
+    and ``v`` formed per tile by BLAS (``lora_B`` and ``lora_A`` kept for that)."""
+
+    b: torch.Tensor
+    a: torch.Tensor | None
+
+    @classmethod
+    def of(cls, lora_A: torch.Tensor, lora_B: torch.Tensor, spec: LoranSpec) -> "_TileFactors":
+        b = (lora_B * (spec.frequency * spec.inner)).detach()
+        rank = lora_A.shape[0]
+        width = next((w for w in INLINE_RANKS if rank <= w), None)
+        if width is None:
+            return cls(b, lora_A.detach())
+        a = lora_A.detach()
+        if width > rank:
+            b = torch.nn.functional.pad(b, (0, width - rank))
+            a = torch.nn.functional.pad(a, (0, 0, 0, width - rank))
+        return cls(b, a)
+
+    @property
+    def inline(self) -> bool:
+        return self.b.shape[1] in INLINE_RANKS
+
+    def tile(self, start: int, stop: int, scratch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The kernel's ``(factor_b, factor_a)`` for rows ``start:stop`` (``scratch`` holds ``v`` when BLAS forms it)."""
+        if self.inline:
+            return self.b[start:stop], self.a
+        return torch.mm(self.b[start:stop], self.a, out=scratch), None
+
+
+def _fold_constants(spec: LoranSpec, dtype: torch.dtype) -> torch.Tensor:
+    """``[c_0, c_1, a]``: ``W0 + ΔW = W0 + c_0 · v + c_1 · v ⊙ sin v`` with ``v = ω · inner · B A``."""
+    omega = spec.frequency
+    return torch.tensor([spec.outer / omega, spec.outer * spec.amplitude / omega, spec.amplitude], dtype=dtype)
+
+
+def _tiled_forward(x, weight, bias, lora_A, lora_B, spec: LoranSpec) -> torch.Tensor:
+    """``(W0 + ΔW) x + b`` tile by tile: each tile of the folded weight is formed in cache and used at once."""
     base = weight if weight.dtype == lora_A.dtype else weight.to(lora_A.dtype)
-    z, folded, _ = _workspace((lora_B.shape[0], lora_A.shape[1]), lora_A.dtype, lora_A.device)
-    v = torch.mm(lora_B * (spec.frequency * spec.inner), lora_A, out=z)
-    if with_weight:
-        linear, nonlinear = spec.outer / spec.frequency, spec.outer * spec.amplitude / spec.frequency
-        constants = torch.tensor([linear, nonlinear], dtype=v.dtype)
-        _run_kernel("_sinter_fold", lambda: _folded_weight(weight, lora_A, lora_B, spec, True, False), v, base.detach(), folded, constants)
-    return (folded if with_weight else None), (v if with_derivative else None), folded
+    factors, constants = _TileFactors.of(lora_A, lora_B, spec), _fold_constants(spec, lora_A.dtype)
+    tiles = _tiles(tuple(weight.shape))
+    scratch = _workspace((max(stop - start for start, stop in tiles), weight.shape[1]), lora_A.dtype, lora_A.device)
+    out = torch.empty(x.shape[0], weight.shape[0], dtype=lora_A.dtype, device=x.device)
+    for start, stop in tiles:
+        folded, update = (slot[: stop - start] for slot in scratch[:2])
+        _run_kernel("_sinter_fold", *factors.tile(start, stop, update), base[start:stop].detach(), folded, constants[:2])
+        out[:, start:stop] = x @ folded.T if bias is None else torch.addmm(bias[start:stop].to(folded.dtype), x, folded.T)
+    return out
 
 
-def _compiled_times_derivative(full: torch.Tensor, v: torch.Tensor, spec: LoranSpec) -> torch.Tensor:
-    """``full ⊙ f'(v)`` in place, ``f'`` evaluated from ``v`` (:func:`_compiled_terms`) in the compiled pass."""
-    def eager() -> None:
-        derivative = torch.cos(v).mul_(v).add_(torch.sin(v))  # sin v + v·cos v
-        full.addcmul_(full, derivative, value=spec.amplitude)
-
-    _run_kernel("_sinter_scale_gradient", eager, v, full, torch.tensor([spec.amplitude], dtype=v.dtype))
-    return full
+def _tiled_backward(grad, x, weight, bias, lora_A, lora_B, spec: LoranSpec, needs: tuple[bool, ...]):
+    """The gradients of :func:`_tiled_forward`, tile by tile: ``gᵀx`` of a tile, scaled by ``f'`` in place, feeds the
+    factors' gradients while in cache; the folded tile (for ``g (W0 + ΔW)``) is formed only when ``x`` needs it."""
+    dtype = lora_A.dtype
+    base = weight if weight.dtype == dtype else weight.to(dtype)
+    factors, constants = _TileFactors.of(lora_A, lora_B, spec), _fold_constants(spec, dtype)
+    tiles = _tiles(tuple(weight.shape))
+    scratch = _workspace((max(stop - start for start, stop in tiles), weight.shape[1]), dtype, lora_A.device)
+    wants_factors = needs[3] or needs[4]
+    grad_x = torch.zeros_like(x) if needs[0] else None
+    grad_weight = torch.empty_like(weight) if needs[1] else None
+    grad_A = torch.zeros_like(lora_A) if needs[3] else None
+    grad_B = torch.empty_like(lora_B) if needs[4] else None
+    for start, stop in tiles:
+        folded, update, full = (slot[: stop - start] for slot in scratch)
+        tile_factors = factors.tile(start, stop, update)
+        tile_base, tile_grad = base[start:stop].detach(), grad[:, start:stop]
+        if needs[1] or wants_factors:
+            torch.mm(tile_grad.T, x, out=full)  # gᵀ x of the tile
+            if needs[1]:
+                grad_weight[start:stop] = full
+        if wants_factors:
+            _run_kernel("_sinter_fold_and_scale", *tile_factors, tile_base, full, folded if needs[0] else None, constants)
+            if needs[3]:
+                grad_A.addmm_(lora_B[start:stop].T, full)
+            if needs[4]:
+                torch.mm(full, lora_A.T, out=grad_B[start:stop])
+        elif needs[0]:
+            _run_kernel("_sinter_fold", *tile_factors, tile_base, folded, constants[:2])
+        if needs[0]:
+            grad_x.addmm_(tile_grad, folded)
+    scaling = spec.outer * spec.inner
+    return (grad_x, grad_weight, grad.sum(0).to(bias.dtype) if needs[2] else None,
+            None if grad_A is None else grad_A.mul_(scaling), None if grad_B is None else grad_B.mul_(scaling))
 
 
 def _times_derivative(full: torch.Tensor, derivative: torch.Tensor | None, spec: LoranSpec) -> torch.Tensor:
@@ -239,13 +338,18 @@ class LoranLinear(torch.autograd.Function):
     Folds ``W0 + ΔW`` into one weight and runs one GEMM; saves ``x``, ``A`` and ``B`` only. The backward
     recomputes ``B A`` and the elementwise terms (the folded weight only when ``x`` needs a gradient, for
     ``g (W0 + ΔW)``) and forms ``gᵀx`` once for the factors' gradients ``s·Bᵀ(gᵀx ⊙ f')`` and ``s·(gᵀx ⊙ f') Aᵀ``.
+    Sinter on a CPU (``spec.compiled``) does all of it tile by tile (:func:`_tiled_forward`, :func:`_tiled_backward`):
+    no weight-sized matrix but ``gᵀx`` for ``W0``'s own gradient is ever formed, and every tile's intermediates stay
+    in cache.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, lora_A, lora_B, spec: LoranSpec):  # type: ignore[override]
-        fold = _compiled_terms if _compiles(spec, weight) else _folded_weight
-        folded, _, _ = fold(weight, lora_A, lora_B, spec, with_weight=True, with_derivative=False)
-        out = torch.mm(x, folded.T) if bias is None else torch.addmm(bias.to(folded.dtype), x, folded.T)
+        if _compiles(spec, weight):
+            out = _tiled_forward(x, weight, bias, lora_A, lora_B, spec)
+        else:
+            folded, _, _ = _folded_weight(weight, lora_A, lora_B, spec, with_weight=True, with_derivative=False)
+            out = torch.mm(x, folded.T) if bias is None else torch.addmm(bias.to(folded.dtype), x, folded.T)
         ctx.spec = spec
         ctx.save_for_backward(x, weight, bias, lora_A, lora_B)
         return out
@@ -257,10 +361,10 @@ class LoranLinear(torch.autograd.Function):
         needs = ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain-op form
             return (*_reference_vjp(grad, x, weight, bias, lora_A, lora_B, spec, needs[:5]), None)
+        if _compiles(spec, weight):
+            return (*_tiled_backward(grad, x, weight, bias, lora_A, lora_B, spec, needs[:5]), None)
         factors = needs[3] or needs[4]
-        compiled = _compiles(spec, weight)
-        fold = _compiled_terms if compiled else _folded_weight
-        folded, derivative, scratch = fold(weight, lora_A, lora_B, spec, with_weight=needs[0], with_derivative=factors)
+        folded, derivative, scratch = _folded_weight(weight, lora_A, lora_B, spec, with_weight=needs[0], with_derivative=factors)
         grad_x = torch.mm(grad, folded) if needs[0] else None
         grad_bias = grad.sum(0).to(bias.dtype) if needs[2] else None
         grad_weight = grad_A = grad_B = None
@@ -269,7 +373,7 @@ class LoranLinear(torch.autograd.Function):
             if needs[1]:
                 grad_weight = full.to(weight.dtype, copy=True)
             if factors:  # ∂/∂(B A) = s · gᵀx ⊙ f'(inner · B A)
-                grad_update = _compiled_times_derivative(full, derivative, spec) if compiled else _times_derivative(full, derivative, spec)
+                grad_update = _times_derivative(full, derivative, spec)
                 scaling = spec.outer * spec.inner
                 grad_A = torch.mm(lora_B.T, grad_update).mul_(scaling) if needs[3] else None
                 grad_B = torch.mm(lora_A, grad_update.T).T.mul_(scaling) if needs[4] else None  # r rows first: faster BLAS

@@ -36,8 +36,8 @@ Per (model, rank, batch) case and row of :data:`VARIANTS`:
 * ``infer_unmerged`` / ``infer_merged``: forward under ``torch.inference_mode()`` before and after
   ``aurora.merge(model, "static")`` (PEFT: ``merge_adapter()``).
 * Timing (``aurora.profiling.interleaved_timings``): the rows of a case share one set of frozen
-  weights and run round after round in a shuffled order (``--repeats`` rounds; merged inference three
-  times as many, :data:`ROUNDS_FACTOR`); ratios are medians (and quartiles) of the per-round ratios. ``--clock cpu`` times this process's CPU time (with ``--threads 1`` on a busy machine).
+  weights and run round after round in a shuffled order (``--repeats`` rounds; training and merged inference
+  three times as many, :data:`ROUNDS_FACTOR`); ratios are medians (and quartiles) of the per-round ratios. ``--clock cpu`` times this process's CPU time (with ``--threads 1`` on a busy machine).
 * Memory: ``saved_activation_bytes`` (what autograd keeps for backward, parameters and inputs
   excluded), ``gradient_bytes`` (the ``.grad`` tensors a step leaves), ``workspace_bytes`` (LoRAN's
   shared scratch matrices, ``aurora.loran.workspace_bytes``), ``cuda_peak_step_bytes`` on CUDA.
@@ -45,7 +45,8 @@ Per (model, rank, batch) case and row of :data:`VARIANTS`:
   and whether they are exactly the base model's.
 
 Outputs (``aurora.results.write_results``) in ``data/results/benchmark/``: ``timings.csv``,
-``layer_timings.csv`` (training step of one adapted 768-wide layer), ``profile.csv`` (aten ops of that
+``layer_timings.csv`` (training step of one adapted 768-wide layer), ``loran_tokens.csv`` (LoRAN against full
+fine-tuning of one 4096-wide layer at 16, 128 and 512 tokens), ``profile.csv`` (aten ops of that
 step), ``memory_vs_grid.csv``, ``provenance.json`` and ``adapter_cost.png``. Chapter: ``book/cost.md``.
 """
 
@@ -215,12 +216,14 @@ class Settings:
     profile_width: int = 768
     profile_rank: int = 2
     grid_sizes: tuple[int, ...] = (5, 10, 20, 50)
+    token_width: int = 4096  # the LLaMA-style width of LoRAN's token sweep (loran_tokens.csv)
+    token_counts: tuple[int, ...] = (16, 128, 512)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# timed rounds per phase, in units of --repeats: merged inference is cheap and its target (1 %) fine; unmerged
-# inference of the weight-aware rows (PEFT's DoRA, HiRA, PEANuT; LoRAN) costs a weight-sized pass per layer
-ROUNDS_FACTOR = {"train": 1, "infer_unmerged": 1, "infer_merged": 3}
+# timed rounds per phase, in units of --repeats: training carries the finest targets (AuroRA within 3-5 % of LoRA,
+# on a shared machine whose single steps scatter by about ±10 %); merged inference is cheap and its target (1 %) fine
+ROUNDS_FACTOR = {"train": 3, "infer_unmerged": 1, "infer_merged": 3}
 CPU_SWEEPS = [
     Sweep("roberta-base", layers=1, seq_len=128, ranks=(2, 8, 16, 64), batch=2, batch_sizes=(1, 8)),
     Sweep("vit-base", layers=1, seq_len=197, ranks=(2, 16), batch=1, batch_sizes=(4,)),
@@ -389,6 +392,29 @@ def layer_timing_rows(settings: Settings, ranks: Sequence[int] = (2, 16)) -> lis
     return rows
 
 
+def loran_token_rows(settings: Settings, rank: int = 2) -> list[dict[str, Any]]:
+    """Training step of one ``token_width``-wide layer inside a network (gradient to its input too), LoRAN against full
+    fine-tuning and LoRA, per token count: LoRAN's elementwise passes over the weight are fixed, the GEMMs grow with
+    the tokens."""
+    device, width = settings.device, settings.token_width
+    rows = []
+    for tokens in settings.token_counts:
+        x = torch.randn(tokens, width, generator=torch.Generator().manual_seed(settings.seed)).to(device)
+        steps = {v: layer_step(single_layer(v, width, rank, device=device), x, True) for v in ("full_ft", "lora", "loran")}
+        samples, inner = profiling.interleaved_timings(
+            steps, settings.repeats * ROUNDS_FACTOR["train"], settings.warmup + 1, settings.min_sample_s, device, settings.seed, settings.clock
+        )
+        for variant, times in samples.items():
+            q1, median, q3 = profiling.quartiles(times)
+            r1, rm, r3 = profiling.ratio_quartiles(times, samples["full_ft"])
+            rows.append({"variant": variant, "rank": rank, "tokens": tokens, "width": width, "median_ms": 1e3 * median,
+                         "q1_ms": 1e3 * q1, "q3_ms": 1e3 * q3, "ratio_to_full_ft": rm, "ratio_to_full_ft_q1": r1,
+                         "ratio_to_full_ft_q3": r3, "repeats": len(times), "inner": inner, "clock": settings.clock, "device": device})
+        del steps
+        loran.clear_workspace()
+    return rows
+
+
 def profile_rows(settings: Settings) -> list[dict[str, Any]]:
     """The aten ops of one training step of one adapted layer, per row of :data:`PROFILE_VARIANTS`."""
     device = settings.device
@@ -473,7 +499,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         seed=args.seed,
     )
     if args.tiny:
-        settings = replace(settings, profile_tokens=16, profile_width=32, grid_sizes=(5, 50))
+        settings = replace(settings, profile_tokens=16, profile_width=32, grid_sizes=(5, 50), token_width=32, token_counts=(4, 16))
     settings.extra = {"preset": "full" if args.full else "tiny" if args.tiny else "cpu-default", "results_dir": args.results_dir}
     return settings
 
@@ -496,7 +522,8 @@ def main(argv: list[str] | None = None) -> Path:
                 bases[sweep.backbone] = BACKBONES[sweep.backbone].build(sweep.layers).to(settings.device, getattr(torch, settings.dtype))
             rows += run_case(sweep, rank, batch, bases[sweep.backbone], settings)
     bases.clear()
-    tables = {"timings": rows, "layer_timings": layer_timing_rows(settings), "profile": profile_rows(settings),
+    tables = {"timings": rows, "layer_timings": layer_timing_rows(settings), "loran_tokens": loran_token_rows(settings),
+              "profile": profile_rows(settings),
               "memory_vs_grid": memory_vs_grid_rows(settings)}
     config = {
         "preset": settings.extra["preset"],
@@ -507,6 +534,7 @@ def main(argv: list[str] | None = None) -> Path:
         "torch_threads": torch.get_num_threads(), "dtype": settings.dtype, "clock": settings.clock,
         "profile": {"tokens": settings.profile_tokens, "width": settings.profile_width, "rank": settings.profile_rank},
         "grid_sizes": list(settings.grid_sizes),
+        "loran_tokens": {"width": settings.token_width, "tokens": list(settings.token_counts)},
         # other processes compete for the CPU when the 1-minute load average exceeds the core count
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0], "cpu_count": os.cpu_count()},
     }

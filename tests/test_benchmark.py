@@ -112,7 +112,7 @@ def test_tiny_run_counts_parameters_and_memory(tiny_run: Path) -> None:
         # the fused LoRAN node keeps no more than full fine-tuning (x per layer), and no weight-sized tensor
         assert train[(*case, "loran")] <= train[(*case, "full_ft")]
         # gradients: full fine-tuning leaves a weight-sized .grad per layer, LoRAN only LoRA's; LoRAN's scratch
-        # matrices are three of the largest adapted weight, shared by all its layers
+        # matrices are three tiles (here each tiny weight is one tile) of the largest adapted weight, shared by its layers
         assert grads.loc[(*case, "loran"), "gradient_bytes"] == grads.loc[(*case, "lora"), "gradient_bytes"]
         largest = max(d_in * d_out for d_in, d_out in TINY_TARGET_SHAPES[model])
         assert grads.loc[(*case, "loran"), "workspace_bytes"] == 3 * largest * 4
@@ -132,6 +132,9 @@ def test_tiny_run_writes_profile_memory_table_figure_and_provenance(tiny_run: Pa
     assert (profile["top_level_calls_per_step"] <= profile["calls_per_step"]).all()
     assert not profile.loc[profile["op"] == "aten::view", "launches_work"].any() and profile.loc[profile["op"] == "aten::mm", "launches_work"].all()
     assert {"aten::mm", "aten::tanh"} <= set(profile.loc[profile["method"] == "aurora", "op"])
+    sweep = pd.read_csv(tiny_run / "loran_tokens.csv")
+    assert sorted(zip(sweep["variant"], sweep["tokens"])) == sorted((v, t) for v in ("full_ft", "lora", "loran") for t in (4, 16))
+    assert np.allclose(sweep.loc[sweep["variant"] == "full_ft", "ratio_to_full_ft"], 1.0) and (sweep["median_ms"] > 0).all()
     grid = pd.read_csv(tiny_run / "memory_vs_grid.csv")
     assert sorted(set(grid["grid_size"])) == [5, 50]
     assert (grid["basis_bytes"] == grid["tokens"] * grid["rank"] * (grid["grid_size"] + 3) * 4).all()
