@@ -155,8 +155,8 @@ def compiled_elementwise_available() -> bool:
     return not _KERNELS_FAILED
 
 
-def _run_kernel(name: str, *args: object) -> None:
-    """Run ``_sinter_fold`` / ``_sinter_fold_and_scale`` compiled by inductor (dynamic shapes, one loop over the tile),
+def _run_kernel(kernel: Callable[..., None], *args: object) -> None:
+    """Run :func:`_sinter_fold` / :func:`_sinter_fold_and_scale` compiled by inductor (dynamic shapes, one loop over the tile),
     or as eager ops (several passes over the tile) if compilation is unavailable. The constants travel as a tensor
     and the tensors detached, so new values of ``a``, ``ω`` and ``s`` or of ``requires_grad`` do not recompile; the
     written-out rank (:data:`INLINE_RANKS`) compiles once per width.
@@ -164,7 +164,10 @@ def _run_kernel(name: str, *args: object) -> None:
     On a CPU the compiled kernel evaluates ``B A``, the sine (and cosine) and the products in one loop, where eager
     ops make a BLAS call and three to four passes (``book/cost.md``); compiling costs seconds once per process.
     """
-    kernel = globals()[name]
+    if torch.compiler.is_compiling():  # inside a compiled model: the model's own compilation fuses the plain ops
+        kernel(*args)
+        return
+    name = kernel.__name__
     if not _KERNELS_FAILED:
         try:
             if name not in _KERNELS:
@@ -282,7 +285,7 @@ def _tiled_forward(x, weight, bias, lora_A, lora_B, spec: LoranSpec) -> torch.Te
     out = torch.empty(x.shape[0], weight.shape[0], dtype=lora_A.dtype, device=x.device)
     for start, stop in tiles:
         folded, update = (slot[: stop - start] for slot in scratch[:2])
-        _run_kernel("_sinter_fold", *factors.tile(start, stop, update), base[start:stop].detach(), folded, constants[:2])
+        _run_kernel(_sinter_fold, *factors.tile(start, stop, update), base[start:stop].detach(), folded, constants[:2])
         out[:, start:stop] = x @ folded.T if bias is None else torch.addmm(bias[start:stop].to(folded.dtype), x, folded.T)
     return out
 
@@ -309,13 +312,13 @@ def _tiled_backward(grad, x, weight, bias, lora_A, lora_B, spec: LoranSpec, need
             if needs[1]:
                 grad_weight[start:stop] = full
         if wants_factors:
-            _run_kernel("_sinter_fold_and_scale", *tile_factors, tile_base, full, folded if needs[0] else None, constants)
+            _run_kernel(_sinter_fold_and_scale, *tile_factors, tile_base, full, folded if needs[0] else None, constants)
             if needs[3]:
                 grad_A.addmm_(lora_B[start:stop].T, full)
             if needs[4]:
                 torch.mm(full, lora_A.T, out=grad_B[start:stop])
         elif needs[0]:
-            _run_kernel("_sinter_fold", *tile_factors, tile_base, folded, constants[:2])
+            _run_kernel(_sinter_fold, *tile_factors, tile_base, folded, constants[:2])
         if needs[0]:
             grad_x.addmm_(tile_grad, folded)
     scaling = spec.outer * spec.inner
