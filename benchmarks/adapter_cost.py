@@ -7,7 +7,7 @@ that, in one run, for the frozen base model, full fine-tuning of the adapted lay
 the package's fast paths buy (``aurora.profiling.REFERENCE_FORWARDS``), on backbones of real width
 built from configs with random weights (``aurora.counting.BACKBONES``).
 
-    python benchmarks/adapter_cost.py                          # CPU default (≤ 10 min on 2 quiet cores)
+    python benchmarks/adapter_cost.py                          # CPU default (about 21 min on 2 quiet cores)
     python benchmarks/adapter_cost.py --threads 1 --clock cpu  # the same on a busy, shared machine
     python benchmarks/adapter_cost.py --full                   # real depths and lengths, on a GPU
     python benchmarks/adapter_cost.py --tiny                   # seconds; a smoke test of the whole pipeline
