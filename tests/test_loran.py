@@ -215,16 +215,23 @@ def test_workspace_is_three_of_the_largest_matrix_and_shared() -> None:
 def test_fused_node_computes_only_the_wanted_gradients(spec: LoranSpec, wanted: tuple[str, ...]) -> None:
     """Whatever subset of inputs needs a gradient (the backward folds the weight only for ``x``), those match autograd
     of the plain form."""
-    torch.manual_seed(3)
-    tensors = {"x": torch.randn(6, 5, dtype=torch.float64), "weight": torch.randn(4, 5, dtype=torch.float64),
-               "bias": torch.randn(4, dtype=torch.float64), "A": torch.randn(3, 5, dtype=torch.float64),
-               "B": torch.randn(4, 3, dtype=torch.float64) * 0.5}
+    assert_node_matches_plain_form(spec, wanted, tokens=6, shape=(4, 5), rank=3, seed=3)
+
+
+def assert_node_matches_plain_form(spec: LoranSpec, wanted: tuple[str, ...], tokens: int, shape: tuple[int, int], rank: int, seed: int) -> None:
+    """:class:`LoranLinear`'s output and the ``wanted`` gradients against autograd of the plain form, in float64."""
+    torch.manual_seed(seed)
+    d_out, d_in = shape
+    tensors = {"x": torch.randn(tokens, d_in, dtype=torch.float64), "weight": torch.randn(d_out, d_in, dtype=torch.float64),
+               "bias": torch.randn(d_out, dtype=torch.float64), "A": torch.randn(rank, d_in, dtype=torch.float64),
+               "B": torch.randn(d_out, rank, dtype=torch.float64) * 0.5}
     for name in wanted:
         tensors[name].requires_grad_(True)
     x, weight, bias, A, B = tensors.values()
-    g = torch.randn(6, 4, dtype=torch.float64)
+    g = torch.randn(tokens, d_out, dtype=torch.float64)
     fused = LoranLinear.apply(x, weight, bias, A, B, spec)
     plain = torch.nn.functional.linear(x, weight + delta_weight(A, B, spec), bias)
+    torch.testing.assert_close(fused, plain, atol=1e-12, rtol=1e-12)
     inputs = [tensors[name] for name in wanted]
     for got, expected in zip(torch.autograd.grad(fused, inputs, g), torch.autograd.grad(plain, inputs, g)):
         torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
@@ -288,19 +295,5 @@ def test_tiled_sinter_path_matches_autograd_over_ragged_tiles(monkeypatch: pytes
     monkeypatch.setattr(loran, "TILE_ELEMENTS", 3 * 7)
     loran.clear_workspace()
     assert loran._tiles((10, 7)) == [(0, 2), (2, 5), (5, 7), (7, 10)]
-    spec = LoranSpec("sinter", 1.5, "inside", 0.7, 2.0)
-    torch.manual_seed(rank)
-    tensors = {"x": torch.randn(5, 7, dtype=torch.float64), "weight": torch.randn(10, 7, dtype=torch.float64),
-               "bias": torch.randn(10, dtype=torch.float64), "A": torch.randn(rank, 7, dtype=torch.float64),
-               "B": torch.randn(10, rank, dtype=torch.float64) * 0.5}
-    for name in wanted:
-        tensors[name].requires_grad_(True)
-    x, weight, bias, A, B = tensors.values()
-    g = torch.randn(5, 10, dtype=torch.float64)
-    fused = LoranLinear.apply(x, weight, bias, A, B, spec)
-    plain = torch.nn.functional.linear(x, weight + delta_weight(A, B, spec), bias)
-    torch.testing.assert_close(fused, plain, atol=1e-12, rtol=1e-12)
-    inputs = [tensors[name] for name in wanted]
-    for got, expected in zip(torch.autograd.grad(fused, inputs, g), torch.autograd.grad(plain, inputs, g)):
-        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
+    assert_node_matches_plain_form(LoranSpec("sinter", 1.5, "inside", 0.7, 2.0), wanted, tokens=5, shape=(10, 7), rank=rank, seed=rank)
     assert loran.workspace_bytes() == 3 * (3 * 7) * 8  # three float64 scratch tiles of 3 rows, never the 10-row weight
