@@ -240,8 +240,9 @@ def _tiles(shape: tuple[int, int]) -> list[tuple[int, int]]:
 
 
 class _TileFactors(NamedTuple):
-    """What the tile kernels read: ``v = b a`` with ``b = ω · inner · B`` (rank padded to an inline width) or ``a = None``
-    and ``v`` formed per tile by BLAS (``lora_B`` and ``lora_A`` kept for that)."""
+    """What the tile kernels read: ``v = b a`` with ``b = ω · inner · B``, both zero-padded to an inline width
+    (:data:`INLINE_RANKS`) that the kernels write out, or, above those ranks, unpadded for :meth:`tile` to form ``v``
+    by BLAS."""
 
     b: torch.Tensor
     a: torch.Tensor | None
@@ -276,12 +277,19 @@ def _fold_constants(spec: LoranSpec, dtype: torch.dtype) -> torch.Tensor:
     return torch.tensor([spec.outer / omega, spec.outer * spec.amplitude / omega, spec.amplitude], dtype=dtype)
 
 
+def _tile_setup(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, spec: LoranSpec):
+    """What both tiled passes start from: ``W0`` in the factors' dtype, :class:`_TileFactors`, :func:`_fold_constants`,
+    the row ranges and three scratch slots of the largest tile."""
+    dtype = lora_A.dtype
+    tiles = _tiles(tuple(weight.shape))
+    scratch = _workspace((max(stop - start for start, stop in tiles), weight.shape[1]), dtype, lora_A.device)
+    base = weight if weight.dtype == dtype else weight.to(dtype)
+    return base, _TileFactors.of(lora_A, lora_B, spec), _fold_constants(spec, dtype), tiles, scratch
+
+
 def _tiled_forward(x, weight, bias, lora_A, lora_B, spec: LoranSpec) -> torch.Tensor:
     """``(W0 + ΔW) x + b`` tile by tile: each tile of the folded weight is formed in cache and used at once."""
-    base = weight if weight.dtype == lora_A.dtype else weight.to(lora_A.dtype)
-    factors, constants = _TileFactors.of(lora_A, lora_B, spec), _fold_constants(spec, lora_A.dtype)
-    tiles = _tiles(tuple(weight.shape))
-    scratch = _workspace((max(stop - start for start, stop in tiles), weight.shape[1]), lora_A.dtype, lora_A.device)
+    base, factors, constants, tiles, scratch = _tile_setup(weight, lora_A, lora_B, spec)
     out = torch.empty(x.shape[0], weight.shape[0], dtype=lora_A.dtype, device=x.device)
     for start, stop in tiles:
         folded, update = (slot[: stop - start] for slot in scratch[:2])
@@ -293,11 +301,7 @@ def _tiled_forward(x, weight, bias, lora_A, lora_B, spec: LoranSpec) -> torch.Te
 def _tiled_backward(grad, x, weight, bias, lora_A, lora_B, spec: LoranSpec, needs: tuple[bool, ...]):
     """The gradients of :func:`_tiled_forward`, tile by tile: ``gᵀx`` of a tile, scaled by ``f'`` in place, feeds the
     factors' gradients while in cache; the folded tile (for ``g (W0 + ΔW)``) is formed only when ``x`` needs it."""
-    dtype = lora_A.dtype
-    base = weight if weight.dtype == dtype else weight.to(dtype)
-    factors, constants = _TileFactors.of(lora_A, lora_B, spec), _fold_constants(spec, dtype)
-    tiles = _tiles(tuple(weight.shape))
-    scratch = _workspace((max(stop - start for start, stop in tiles), weight.shape[1]), dtype, lora_A.device)
+    base, factors, constants, tiles, scratch = _tile_setup(weight, lora_A, lora_B, spec)
     wants_factors = needs[3] or needs[4]
     grad_x = torch.zeros_like(x) if needs[0] else None
     grad_weight = torch.empty_like(weight) if needs[1] else None

@@ -377,18 +377,28 @@ def layer_timing_rows(settings: Settings, ranks: Sequence[int] = (2, 16)) -> lis
     rows = []
     for rank in ranks:
         steps = {v: layer_step(single_layer(v, settings.profile_width, rank, device=device), x, v == "base") for v in LAYER_VARIANTS}
-        samples, inner = profiling.interleaved_timings(
-            steps, max(settings.repeats, 5) * 3, settings.warmup + 2, settings.min_sample_s, device, settings.seed, settings.clock
-        )
-        for variant, times in samples.items():
-            q1, median, q3 = profiling.quartiles(times)
-            row = {"variant": variant, "rank": rank, "tokens": settings.profile_tokens, "width": settings.profile_width,
-                   "median_us": 1e6 * median, "q1_us": 1e6 * q1, "q3_us": 1e6 * q3}
-            for reference in ("lora", "full_ft"):
-                r1, rm, r3 = profiling.ratio_quartiles(times, samples[reference])
-                row |= {f"ratio_to_{reference}": rm, f"ratio_to_{reference}_q1": r1, f"ratio_to_{reference}_q3": r3}
-            rows.append(row | {"repeats": len(times), "inner": inner, "clock": settings.clock, "device": device})
+        rows += interleaved_rows(steps, settings, max(settings.repeats, 5) * 3, settings.warmup + 2, ("lora", "full_ft"), "us",
+                                 {"rank": rank, "tokens": settings.profile_tokens, "width": settings.profile_width})
     loran.clear_workspace()
+    return rows
+
+
+def interleaved_rows(
+    steps: Mapping[str, Callable[[], None]], settings: Settings, rounds: int, warmup: int, references: Sequence[str], unit: str,
+    keys: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """One row per step of an interleaved timing: ``keys``, median and quartiles in ``unit`` ("us" | "ms"), and the
+    per-round ratios to each of ``references``."""
+    scale = {"us": 1e6, "ms": 1e3}[unit]
+    samples, inner = profiling.interleaved_timings(steps, rounds, warmup, settings.min_sample_s, settings.device, settings.seed, settings.clock)
+    rows = []
+    for variant, times in samples.items():
+        q1, median, q3 = profiling.quartiles(times)
+        row = {"variant": variant, **keys, f"median_{unit}": scale * median, f"q1_{unit}": scale * q1, f"q3_{unit}": scale * q3}
+        for reference in references:
+            r1, rm, r3 = profiling.ratio_quartiles(times, samples[reference])
+            row |= {f"ratio_to_{reference}": rm, f"ratio_to_{reference}_q1": r1, f"ratio_to_{reference}_q3": r3}
+        rows.append(row | {"repeats": len(times), "inner": inner, "clock": settings.clock, "device": settings.device})
     return rows
 
 
@@ -401,15 +411,8 @@ def loran_token_rows(settings: Settings, rank: int = 2) -> list[dict[str, Any]]:
     for tokens in settings.token_counts:
         x = torch.randn(tokens, width, generator=torch.Generator().manual_seed(settings.seed)).to(device)
         steps = {v: layer_step(single_layer(v, width, rank, device=device), x, True) for v in ("full_ft", "lora", "loran")}
-        samples, inner = profiling.interleaved_timings(
-            steps, settings.repeats * ROUNDS_FACTOR["train"], settings.warmup + 1, settings.min_sample_s, device, settings.seed, settings.clock
-        )
-        for variant, times in samples.items():
-            q1, median, q3 = profiling.quartiles(times)
-            r1, rm, r3 = profiling.ratio_quartiles(times, samples["full_ft"])
-            rows.append({"variant": variant, "rank": rank, "tokens": tokens, "width": width, "median_ms": 1e3 * median,
-                         "q1_ms": 1e3 * q1, "q3_ms": 1e3 * q3, "ratio_to_full_ft": rm, "ratio_to_full_ft_q1": r1,
-                         "ratio_to_full_ft_q3": r3, "repeats": len(times), "inner": inner, "clock": settings.clock, "device": device})
+        rows += interleaved_rows(steps, settings, settings.repeats * ROUNDS_FACTOR["train"], settings.warmup + 1, ("full_ft",), "ms",
+                                 {"rank": rank, "tokens": tokens, "width": width})
         del steps
         loran.clear_workspace()
     return rows
